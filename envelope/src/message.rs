@@ -1,0 +1,438 @@
+//! Sealed data messages: the header, the encrypted EdgeX body, the origin
+//! tags and optional inline grants.
+//!
+//! The body is encrypted once with the epoch's audience key
+//! (ChaCha20-Poly1305). When the audience has two or more recipients, each
+//! gets a 16-byte origin tag: keyed BLAKE2s under its own origin key over a
+//! BLAKE2s-256 digest of the associated data and the whole ciphertext. A
+//! co-subscriber holds the audience key but not the others' origin keys, so
+//! it cannot forge a message that another subscriber accepts. With a single
+//! recipient the audience key is itself known only to the publisher and that
+//! recipient, so the AEAD tag already proves the origin and no origin tag is
+//! sent.
+
+use blake2::digest::consts::U16;
+use blake2::digest::{FixedOutput, KeyInit, Update};
+use blake2::{Blake2s256, Blake2sMac, Digest};
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
+
+use crate::codec::{Reader, Writer};
+use crate::edgex::MessageEnvelope;
+use crate::error::{AuthError, AuthFailure, EnvelopeError, Malformed};
+use crate::keys::{EpochKeys, SymmetricKey};
+use crate::limits::{
+    AEAD_TAG_LEN, MAGIC, MAX_CONTEXT_LEN, MAX_INLINE_GRANTS, MAX_RECIPIENTS, MAX_SEALED_SIZE,
+    MAX_SEQUENCE, MAX_TOPIC_LEN, ORIGIN_TAG_LEN, WIRE_VERSION,
+};
+use crate::{check_name, KIND_DATA};
+
+/// Domain prefix of the associated data of every data message.
+const DATA_DOMAIN: &[u8] = b"sealbus-data-v1";
+
+/// Flag bit: a grants section follows the origin tags.
+const FLAG_GRANTS: u8 = 0x01;
+
+/// Where a message travels: the bus context and the topic. Both are bound
+/// into the associated data, so moving a message fails authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route<'a> {
+    /// Bus context: the bus type ("mqtt", "redis", "memory"), optionally
+    /// followed by ':' and a deployment's bus id.
+    pub context: &'a str,
+    /// Exact topic (MQTT topic name or Redis channel).
+    pub topic: &'a str,
+}
+
+impl Route<'_> {
+    fn check(&self) -> Result<(), EnvelopeError> {
+        if self.context.len() > MAX_CONTEXT_LEN {
+            return Err(EnvelopeError::FieldTooLong {
+                field: "bus context",
+                len: self.context.len(),
+                max: MAX_CONTEXT_LEN,
+            });
+        }
+        if self.topic.len() > MAX_TOPIC_LEN {
+            return Err(EnvelopeError::FieldTooLong {
+                field: "topic",
+                len: self.topic.len(),
+                max: MAX_TOPIC_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    /// Builds the associated data: domain, context, topic, then the header.
+    fn associated_data(&self, header: &[u8]) -> Vec<u8> {
+        let mut ad = Vec::with_capacity(
+            DATA_DOMAIN.len() + 3 + self.context.len() + self.topic.len() + header.len(),
+        );
+        ad.extend_from_slice(DATA_DOMAIN);
+        ad.put_u8(self.context.len() as u8);
+        ad.extend_from_slice(self.context.as_bytes());
+        ad.put_string16(self.topic);
+        ad.extend_from_slice(header);
+        ad
+    }
+}
+
+/// Number of origin tags a message with this audience size carries.
+pub fn origin_tag_count(audience_size: u16) -> usize {
+    if audience_size <= 1 {
+        0
+    } else {
+        usize::from(audience_size)
+    }
+}
+
+fn nonce(epoch: u32, sequence: u64) -> Nonce {
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&epoch.to_be_bytes());
+    bytes[4..].copy_from_slice(&sequence.to_be_bytes());
+    Nonce::from(bytes)
+}
+
+fn origin_digest(associated_data: &[u8], ciphertext: &[u8]) -> [u8; 32] {
+    let mut hasher = Blake2s256::new();
+    Digest::update(&mut hasher, associated_data);
+    Digest::update(&mut hasher, ciphertext);
+    hasher.finalize().into()
+}
+
+fn origin_tag(key: &SymmetricKey, digest: &[u8; 32]) -> [u8; ORIGIN_TAG_LEN] {
+    // A 32-byte key is always a valid BLAKE2s key.
+    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(key.expose_secret())
+        .expect("32-byte BLAKE2s key");
+    Update::update(&mut mac, digest);
+    mac.finalize_fixed().into()
+}
+
+/// The sending side of one epoch: the audience key, every recipient's
+/// origin key, and the next sequence number.
+pub struct SendingEpoch {
+    sender: String,
+    session: u64,
+    epoch: u32,
+    cipher: ChaCha20Poly1305,
+    origin_keys: Vec<SymmetricKey>,
+    next_sequence: u64,
+}
+
+impl std::fmt::Debug for SendingEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendingEpoch")
+            .field("sender", &self.sender)
+            .field("session", &self.session)
+            .field("epoch", &self.epoch)
+            .field("recipients", &self.origin_keys.len())
+            .field("next_sequence", &self.next_sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Inputs of one seal operation besides the envelope.
+#[derive(Debug, Clone, Copy)]
+pub struct SealOptions<'a> {
+    /// Where the message will be published.
+    pub route: Route<'a>,
+    /// Unix time in milliseconds now.
+    pub timestamp_ms: u64,
+    /// Grants to carry inline, each as produced by
+    /// [`seal_grant`](crate::seal_grant); empty for none.
+    pub grants: &'a [Vec<u8>],
+}
+
+impl SendingEpoch {
+    /// Creates the sending state of an epoch. `origin_keys[i]` belongs to the
+    /// recipient in slot `i`; with one recipient its origin key is unused.
+    ///
+    /// # Errors
+    /// Returns [`EnvelopeError::InvalidName`] or
+    /// [`EnvelopeError::AudienceSize`].
+    pub fn new(
+        sender: &str,
+        session: u64,
+        epoch: u32,
+        audience_key: &SymmetricKey,
+        origin_keys: Vec<SymmetricKey>,
+    ) -> Result<Self, EnvelopeError> {
+        check_name(sender)?;
+        if origin_keys.is_empty() || origin_keys.len() > MAX_RECIPIENTS {
+            return Err(EnvelopeError::AudienceSize {
+                count: origin_keys.len(),
+                max: MAX_RECIPIENTS,
+            });
+        }
+        Ok(Self {
+            sender: sender.to_owned(),
+            session,
+            epoch,
+            cipher: ChaCha20Poly1305::new(audience_key.expose_secret().into()),
+            origin_keys,
+            next_sequence: 0,
+        })
+    }
+
+    /// Returns the epoch number.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Returns the session number.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Returns the sequence number the next message will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
+
+    /// Returns how many recipients the epoch has.
+    pub fn audience_size(&self) -> usize {
+        self.origin_keys.len()
+    }
+
+    /// Moves the sequence counter, so tests can reach the top of the range
+    /// without sealing 2^64 messages.
+    pub fn set_next_sequence_for_testing_only(&mut self, sequence: u64) {
+        self.next_sequence = sequence;
+    }
+
+    /// Seals an envelope for publication on `options.route`.
+    ///
+    /// # Errors
+    /// Returns [`EnvelopeError::SequenceExhausted`] when the epoch has used
+    /// [`MAX_SEQUENCE`], [`EnvelopeError::FieldTooLong`] for an over-long
+    /// field, topic or context, and [`EnvelopeError::AudienceSize`] when more
+    /// grants are passed than [`MAX_INLINE_GRANTS`].
+    pub fn seal(
+        &mut self,
+        envelope: &MessageEnvelope,
+        options: &SealOptions<'_>,
+    ) -> Result<Vec<u8>, EnvelopeError> {
+        options.route.check()?;
+        envelope.check_limits()?;
+        if options.grants.len() > MAX_INLINE_GRANTS {
+            return Err(EnvelopeError::AudienceSize {
+                count: options.grants.len(),
+                max: MAX_INLINE_GRANTS,
+            });
+        }
+        let sequence = self.next_sequence;
+        if sequence > MAX_SEQUENCE {
+            return Err(EnvelopeError::SequenceExhausted { epoch: self.epoch });
+        }
+
+        let body_len = envelope.body_len();
+        let ciphertext_len = body_len + AEAD_TAG_LEN;
+        let audience_size = self.origin_keys.len() as u16;
+        let tag_count = origin_tag_count(audience_size);
+        let grants_len: usize = options.grants.iter().map(|grant| 2 + grant.len()).sum();
+        let total = 4
+            + 1
+            + self.sender.len()
+            + 8
+            + 4
+            + 8
+            + 8
+            + 2
+            + 4
+            + ciphertext_len
+            + tag_count * ORIGIN_TAG_LEN
+            + grants_len
+            + 2;
+        if total > MAX_SEALED_SIZE {
+            return Err(EnvelopeError::FieldTooLong {
+                field: "sealed message",
+                len: total,
+                max: MAX_SEALED_SIZE,
+            });
+        }
+
+        let flags = if options.grants.is_empty() {
+            0
+        } else {
+            FLAG_GRANTS
+        };
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&[MAGIC, WIRE_VERSION, KIND_DATA, flags]);
+        out.put_name(&self.sender);
+        out.put_u64(self.session);
+        out.put_u32(self.epoch);
+        out.put_u64(sequence);
+        out.put_u64(options.timestamp_ms);
+        out.put_u16(audience_size);
+        out.put_u32(ciphertext_len as u32);
+        let header_end = out.len();
+        let associated_data = options.route.associated_data(&out[..header_end]);
+
+        envelope.encode_body(&mut out);
+        let tag = self
+            .cipher
+            .encrypt_in_place_detached(
+                &nonce(self.epoch, sequence),
+                &associated_data,
+                &mut out[header_end..],
+            )
+            .map_err(|_| EnvelopeError::FieldTooLong {
+                field: "body",
+                len: body_len,
+                max: MAX_SEALED_SIZE,
+            })?;
+        out.extend_from_slice(&tag);
+
+        if tag_count > 0 {
+            let digest = origin_digest(&associated_data, &out[header_end..]);
+            for key in &self.origin_keys {
+                out.extend_from_slice(&origin_tag(key, &digest));
+            }
+        }
+
+        if !options.grants.is_empty() {
+            out.put_u16(options.grants.len() as u16);
+            for grant in options.grants {
+                out.put_u16(grant.len() as u16);
+                out.extend_from_slice(grant);
+            }
+        }
+
+        self.next_sequence = sequence + 1;
+        Ok(out)
+    }
+}
+
+/// A data message whose structure has been checked but which has not been
+/// authenticated. Its fields are claims until [`open`](crate::Receiver::open)
+/// verifies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedMessage<'a> {
+    /// Claimed sender.
+    pub sender: &'a str,
+    /// Claimed publisher session.
+    pub session: u64,
+    /// Claimed epoch.
+    pub epoch: u32,
+    /// Claimed sequence number.
+    pub sequence: u64,
+    /// Claimed Unix time of sealing in milliseconds.
+    pub timestamp_ms: u64,
+    /// Number of recipients of the epoch.
+    pub audience_size: u16,
+    header: &'a [u8],
+    ciphertext: &'a [u8],
+    tags: &'a [u8],
+    /// Inline grants, unparsed.
+    pub grants: Vec<&'a [u8]>,
+}
+
+/// Parses a data message without any cryptography.
+///
+/// # Errors
+/// Returns [`Malformed::Plaintext`] for plaintext such as a plain EdgeX JSON
+/// envelope, and another [`Malformed`] for anything else that is not a
+/// well-formed data message.
+pub fn parse_message(bytes: &[u8]) -> Result<ParsedMessage<'_>, Malformed> {
+    if bytes.len() > MAX_SEALED_SIZE {
+        return Err(Malformed::TooLarge {
+            size: bytes.len(),
+            limit: MAX_SEALED_SIZE,
+        });
+    }
+    let mut reader = Reader::new(bytes);
+    crate::read_prefix(&mut reader, KIND_DATA)?;
+    let flags = reader.u8("flags")?;
+    if flags & !FLAG_GRANTS != 0 {
+        return Err(Malformed::ReservedFlags(flags));
+    }
+    let sender = reader.name("sender")?;
+    let session = reader.u64("session")?;
+    let epoch = reader.u32("epoch")?;
+    let sequence = reader.u64("sequence")?;
+    let timestamp_ms = reader.u64("timestamp")?;
+    let audience_size = reader.u16("audience size")?;
+    if audience_size == 0 || usize::from(audience_size) > MAX_RECIPIENTS {
+        return Err(Malformed::OutOfRange("audience size"));
+    }
+    let ciphertext_len = reader.u32("ciphertext length")? as usize;
+    if ciphertext_len < AEAD_TAG_LEN {
+        return Err(Malformed::OutOfRange("ciphertext length"));
+    }
+    let header_end = reader.position();
+    let ciphertext = reader.take(ciphertext_len, "ciphertext")?;
+    let tags = reader.take(
+        origin_tag_count(audience_size) * ORIGIN_TAG_LEN,
+        "origin tags",
+    )?;
+
+    let mut grants = Vec::new();
+    if flags & FLAG_GRANTS != 0 {
+        let count = usize::from(reader.u16("grant count")?);
+        if count == 0 || count > MAX_INLINE_GRANTS {
+            return Err(Malformed::OutOfRange("grant count"));
+        }
+        grants.reserve(count);
+        for _ in 0..count {
+            let len = usize::from(reader.u16("grant length")?);
+            grants.push(reader.take(len, "grant")?);
+        }
+    }
+    reader.finish("data message")?;
+
+    Ok(ParsedMessage {
+        sender,
+        session,
+        epoch,
+        sequence,
+        timestamp_ms,
+        audience_size,
+        header: &bytes[..header_end],
+        ciphertext,
+        tags,
+        grants,
+    })
+}
+
+impl ParsedMessage<'_> {
+    /// Decrypts and authenticates the message with one recipient's epoch
+    /// keys: the AEAD tag first, then the recipient's origin tag.
+    pub(crate) fn decrypt(
+        &self,
+        route: &Route<'_>,
+        cipher: &ChaCha20Poly1305,
+        keys: &EpochKeys,
+    ) -> Result<MessageEnvelope, EnvelopeError> {
+        route.check()?;
+        if self.audience_size != keys.audience_size {
+            return Err(AuthError::new(AuthFailure::OriginTag).into());
+        }
+        let associated_data = route.associated_data(self.header);
+        let (body, tag) = self
+            .ciphertext
+            .split_at(self.ciphertext.len() - AEAD_TAG_LEN);
+        let mut plaintext = body.to_vec();
+        cipher
+            .decrypt_in_place_detached(
+                &nonce(self.epoch, self.sequence),
+                &associated_data,
+                &mut plaintext,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| AuthError::new(AuthFailure::BodyTag))?;
+
+        if origin_tag_count(self.audience_size) > 0 {
+            let slot = usize::from(keys.slot);
+            let received = &self.tags[slot * ORIGIN_TAG_LEN..(slot + 1) * ORIGIN_TAG_LEN];
+            let expected = origin_tag(
+                &keys.origin_key,
+                &origin_digest(&associated_data, self.ciphertext),
+            );
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(received, expected.as_slice())) {
+                return Err(AuthError::new(AuthFailure::OriginTag).into());
+            }
+        }
+
+        Ok(MessageEnvelope::decode_body(&plaintext, route.topic)?)
+    }
+}
