@@ -32,63 +32,103 @@ pub const CONTENT_TYPE_TEXT: &str = "text/plain";
 const BODY_VERSION: u8 = 1;
 
 /// An EdgeX message bus envelope, as go-mod-messaging 3.x defines it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MessageEnvelope {
     /// EdgeX API version of the envelope, for example "v3".
-    #[serde(rename = "apiVersion", default)]
     pub api_version: String,
     /// Topic the message was received on; set by the receiving side.
-    #[serde(rename = "receivedTopic", default)]
     pub received_topic: String,
     /// Correlation ID that follows a request through the services.
-    #[serde(rename = "correlationID", default)]
     pub correlation_id: String,
     /// Request ID that pairs a response with its request.
-    #[serde(rename = "requestID", default)]
     pub request_id: String,
     /// 0 for success, non-zero when the payload carries an error.
-    #[serde(rename = "errorCode", default)]
     pub error_code: i64,
     /// Message payload; base64 in JSON.
-    #[serde(
-        serialize_with = "serialize_payload",
-        deserialize_with = "deserialize_payload",
-        default
-    )]
     pub payload: Vec<u8>,
+    /// Whether the payload is Go's nil slice, which JSON writes as `null`
+    /// (a GET command request has one). Only meaningful with an empty
+    /// payload; kept so a message reads back exactly as it was sent.
+    pub payload_is_null: bool,
     /// Media type of the payload, for example "application/json".
-    #[serde(rename = "contentType", default)]
     pub content_type: String,
-    /// Optional key/value parameters of a command request.
-    #[serde(
-        rename = "queryParams",
-        default,
-        skip_serializing_if = "BTreeMap::is_empty",
-        deserialize_with = "deserialize_query_params"
-    )]
+    /// Optional key/value parameters of a command request; omitted from JSON
+    /// when empty.
     pub query_params: BTreeMap<String, String>,
 }
 
-fn serialize_payload<S: Serializer>(payload: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&STANDARD.encode(payload))
+/// The JSON shape, field for field in go-mod-messaging's order.
+#[derive(Serialize, Deserialize)]
+struct WireEnvelope {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(rename = "receivedTopic", default)]
+    received_topic: String,
+    #[serde(rename = "correlationID", default)]
+    correlation_id: String,
+    #[serde(rename = "requestID", default)]
+    request_id: String,
+    #[serde(rename = "errorCode", default)]
+    error_code: i64,
+    #[serde(default)]
+    payload: Option<String>,
+    #[serde(rename = "contentType", default)]
+    content_type: String,
+    #[serde(
+        rename = "queryParams",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    query_params: Option<BTreeMap<String, String>>,
 }
 
-fn deserialize_payload<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-    // Go marshals a nil byte slice as null, and reads null back as nil.
-    let text: Option<String> = Option::deserialize(deserializer)?;
-    match text {
-        None => Ok(Vec::new()),
-        Some(text) => STANDARD.decode(text.as_bytes()).map_err(|error| {
-            serde::de::Error::custom(format!("payload is not standard base64: {error}"))
-        }),
+impl Serialize for MessageEnvelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let payload = if self.payload_is_null && self.payload.is_empty() {
+            None
+        } else {
+            Some(STANDARD.encode(&self.payload))
+        };
+        WireEnvelope {
+            api_version: self.api_version.clone(),
+            received_topic: self.received_topic.clone(),
+            correlation_id: self.correlation_id.clone(),
+            request_id: self.request_id.clone(),
+            error_code: self.error_code,
+            payload,
+            content_type: self.content_type.clone(),
+            query_params: (!self.query_params.is_empty()).then(|| self.query_params.clone()),
+        }
+        .serialize(serializer)
     }
 }
 
-fn deserialize_query_params<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
-    let params: Option<BTreeMap<String, String>> = Option::deserialize(deserializer)?;
-    Ok(params.unwrap_or_default())
+impl<'de> Deserialize<'de> for MessageEnvelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = WireEnvelope::deserialize(deserializer)?;
+        let (payload, payload_is_null) = match wire.payload {
+            None => (Vec::new(), true),
+            Some(text) => {
+                let bytes = STANDARD.decode(text.as_bytes()).map_err(|error| {
+                    serde::de::Error::custom(format!(
+                        "payload is not standard base64 with padding: {error}"
+                    ))
+                })?;
+                (bytes, false)
+            }
+        };
+        Ok(Self {
+            api_version: wire.api_version,
+            received_topic: wire.received_topic,
+            correlation_id: wire.correlation_id,
+            request_id: wire.request_id,
+            error_code: wire.error_code,
+            payload,
+            payload_is_null,
+            content_type: wire.content_type,
+            query_params: wire.query_params.unwrap_or_default(),
+        })
+    }
 }
 
 impl MessageEnvelope {
@@ -162,6 +202,7 @@ impl MessageEnvelope {
             out.put_string16(key);
             out.put_string16(value);
         }
+        out.put_u8(u8::from(self.payload_is_null && self.payload.is_empty()));
         out.put_u32(self.payload.len() as u32);
         out.extend_from_slice(&self.payload);
     }
@@ -184,6 +225,7 @@ impl MessageEnvelope {
             + self.content_type.len()
             + 2
             + params
+            + 1
             + 4
             + self.payload.len()
     }
@@ -218,7 +260,15 @@ impl MessageEnvelope {
             query_params.insert(key.to_owned(), value.to_owned());
         }
 
+        let payload_is_null = match reader.u8("payload null flag")? {
+            0 => false,
+            1 => true,
+            _ => return Err(Malformed::OutOfRange("payload null flag")),
+        };
         let payload_len = reader.u32("payload length")? as usize;
+        if payload_is_null && payload_len != 0 {
+            return Err(Malformed::OutOfRange("payload null flag"));
+        }
         let payload = reader.take(payload_len, "payload")?.to_vec();
         reader.finish("body")?;
 
@@ -229,6 +279,7 @@ impl MessageEnvelope {
             request_id,
             error_code,
             payload,
+            payload_is_null,
             content_type,
             query_params,
         })
