@@ -157,10 +157,13 @@ impl MessageEnvelope {
         serde_json::from_slice(bytes)
     }
 
-    /// Serializes to the go-mod-messaging JSON form.
+    /// Serializes to the go-mod-messaging JSON form, byte for byte as Go's
+    /// `encoding/json` writes it, including its escaping of `<`, `>`, `&`,
+    /// U+2028 and U+2029 inside strings.
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain strings, integers and a BTreeMap cannot fail.
-        serde_json::to_vec(self).unwrap_or_default()
+        let json = serde_json::to_string(self).unwrap_or_default();
+        escape_like_go(&json).into_bytes()
     }
 
     /// Checks every field against the body limits before sealing.
@@ -286,6 +289,23 @@ impl MessageEnvelope {
     }
 }
 
+/// Applies Go's HTML-safe escaping. These characters never appear in JSON
+/// outside strings, so replacing every occurrence is exact.
+fn escape_like_go(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for character in json.chars() {
+        match character {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn check_field(field: &'static str, len: usize, max: usize) -> Result<(), EnvelopeError> {
     if len > max {
         return Err(EnvelopeError::FieldTooLong { field, len, max });
@@ -327,6 +347,16 @@ mod tests {
             MessageEnvelope::from_json(br#"{"payload":null,"queryParams":null}"#).unwrap();
         assert!(envelope.payload.is_empty());
         assert!(envelope.query_params.is_empty());
+    }
+
+    #[test]
+    fn json_escapes_html_characters_like_go() {
+        let mut envelope = MessageEnvelope::new(Vec::new(), "a<b>&c\u{2028}", "text/plain");
+        envelope.query_params.insert("k&".into(), "<v>".into());
+        let json = String::from_utf8(envelope.to_json()).unwrap();
+        assert!(json.contains(r#""correlationID":"a\u003cb\u003e\u0026c\u2028""#), "{json}");
+        assert!(json.contains(r#""k\u0026":"\u003cv\u003e""#), "{json}");
+        assert_eq!(MessageEnvelope::from_json(json.as_bytes()).unwrap(), envelope);
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub enum EnvelopeError {
         /// Epoch of the message.
         epoch: u32,
     },
-    /// The message or grant is older than [`MAX_MESSAGE_AGE_MS`](crate::limits::MAX_MESSAGE_AGE_MS).
+    /// The message or grant request is older than [`MAX_MESSAGE_AGE_MS`](crate::limits::MAX_MESSAGE_AGE_MS).
     #[error("message timestamp is {age_ms} ms old, more than the maximum age of {max_ms} ms")]
     Expired {
         /// Age of the message in milliseconds.
@@ -170,7 +170,7 @@ pub enum EnvelopeError {
         /// Maximum accepted age in milliseconds.
         max_ms: u64,
     },
-    /// The message or grant timestamp is further in the future than
+    /// The message or grant request timestamp is further in the future than
     /// [`MAX_CLOCK_SKEW_MS`](crate::limits::MAX_CLOCK_SKEW_MS); check the
     /// clocks of both hosts.
     #[error("message timestamp is {ahead_ms} ms in the future, more than the allowed clock skew of {max_ms} ms; check both hosts' clocks")]

@@ -43,6 +43,7 @@ pub mod replay;
 pub use edgex::MessageEnvelope;
 pub use error::{AuthError, AuthFailure, EnvelopeError, Malformed};
 pub use grant::{
+    x25519_operation_count,
     parse_grant, parse_grant_request, seal_grant, seal_grant_request, GrantHeader,
     GrantRequestHeader, ParsedGrant, ParsedGrantRequest,
 };

@@ -51,16 +51,17 @@ pub const REPLAY_WINDOW: u64 = 4096;
 /// epoch long before.
 pub const MAX_SEQUENCE: u64 = u64::MAX - 1;
 
-/// How far in the future (ms) a message or grant timestamp may be, to allow
+/// How far in the future (ms) a message or grant request timestamp may be, to allow
 /// for clock skew between hosts. Later timestamps are rejected.
 pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
 
-/// Maximum age (ms) of a message or grant when it is opened. This bounds how
+/// Maximum age (ms) of a message or grant request when it is opened. This bounds how
 /// long a captured message can be replayed to a receiver that lost its
 /// replay state (after a restart or an eviction).
 pub const MAX_MESSAGE_AGE_MS: u64 = 120_000;
 
-/// Length of an origin tag in bytes (truncated keyed BLAKE2s).
+/// Length of an origin tag in bytes: keyed BLAKE2s with its output length
+/// parameter set to 16, which differs from a truncated 32-byte output.
 pub const ORIGIN_TAG_LEN: usize = 16;
 
 /// Length of the ChaCha20-Poly1305 authentication tag in bytes.

@@ -220,6 +220,13 @@ impl SendingEpoch {
                 max: MAX_INLINE_GRANTS,
             });
         }
+        if let Some(grant) = options.grants.iter().find(|grant| grant.len() > usize::from(u16::MAX)) {
+            return Err(EnvelopeError::FieldTooLong {
+                field: "inline grant",
+                len: grant.len(),
+                max: usize::from(u16::MAX),
+            });
+        }
         let sequence = self.next_sequence;
         if sequence > MAX_SEQUENCE {
             return Err(EnvelopeError::SequenceExhausted { epoch: self.epoch });
@@ -229,7 +236,11 @@ impl SendingEpoch {
         let ciphertext_len = body_len + AEAD_TAG_LEN;
         let audience_size = self.origin_keys.len() as u16;
         let tag_count = origin_tag_count(audience_size);
-        let grants_len: usize = options.grants.iter().map(|grant| 2 + grant.len()).sum();
+        let grants_len: usize = if options.grants.is_empty() {
+            0
+        } else {
+            2 + options.grants.iter().map(|grant| 2 + grant.len()).sum::<usize>()
+        };
         let total = 4
             + 1
             + self.sender.len()
@@ -241,8 +252,7 @@ impl SendingEpoch {
             + 4
             + ciphertext_len
             + tag_count * ORIGIN_TAG_LEN
-            + grants_len
-            + 2;
+            + grants_len;
         if total > MAX_SEALED_SIZE {
             return Err(EnvelopeError::FieldTooLong {
                 field: "sealed message",

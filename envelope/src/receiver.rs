@@ -25,7 +25,7 @@ pub const MAX_SENDERS: usize = 4096;
 
 /// Maximum number of live epochs kept per sender. A publisher uses one epoch
 /// per distinct audience and rotates them, so a handful is typical.
-pub const MAX_EPOCHS_PER_SENDER: usize = 16;
+pub const MAX_EPOCHS_PER_SENDER: usize = 64;
 
 struct ReceivingEpoch {
     keys: EpochKeys,
