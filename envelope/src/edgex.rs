@@ -354,9 +354,15 @@ mod tests {
         let mut envelope = MessageEnvelope::new(Vec::new(), "a<b>&c\u{2028}", "text/plain");
         envelope.query_params.insert("k&".into(), "<v>".into());
         let json = String::from_utf8(envelope.to_json()).unwrap();
-        assert!(json.contains(r#""correlationID":"a\u003cb\u003e\u0026c\u2028""#), "{json}");
+        assert!(
+            json.contains(r#""correlationID":"a\u003cb\u003e\u0026c\u2028""#),
+            "{json}"
+        );
         assert!(json.contains(r#""k\u0026":"\u003cv\u003e""#), "{json}");
-        assert_eq!(MessageEnvelope::from_json(json.as_bytes()).unwrap(), envelope);
+        assert_eq!(
+            MessageEnvelope::from_json(json.as_bytes()).unwrap(),
+            envelope
+        );
     }
 
     #[test]

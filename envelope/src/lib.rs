@@ -43,9 +43,8 @@ pub mod replay;
 pub use edgex::MessageEnvelope;
 pub use error::{AuthError, AuthFailure, EnvelopeError, Malformed};
 pub use grant::{
-    x25519_operation_count,
-    parse_grant, parse_grant_request, seal_grant, seal_grant_request, GrantHeader,
-    GrantRequestHeader, ParsedGrant, ParsedGrantRequest,
+    parse_grant, parse_grant_request, seal_grant, seal_grant_request, x25519_operation_count,
+    GrantHeader, GrantRequestHeader, ParsedGrant, ParsedGrantRequest,
 };
 pub use keys::{EpochKeys, StaticKeypair, SymmetricKey};
 pub use message::{parse_message, ParsedMessage, Route, SealOptions, SendingEpoch};

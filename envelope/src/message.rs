@@ -220,7 +220,11 @@ impl SendingEpoch {
                 max: MAX_INLINE_GRANTS,
             });
         }
-        if let Some(grant) = options.grants.iter().find(|grant| grant.len() > usize::from(u16::MAX)) {
+        if let Some(grant) = options
+            .grants
+            .iter()
+            .find(|grant| grant.len() > usize::from(u16::MAX))
+        {
             return Err(EnvelopeError::FieldTooLong {
                 field: "inline grant",
                 len: grant.len(),
@@ -239,7 +243,11 @@ impl SendingEpoch {
         let grants_len: usize = if options.grants.is_empty() {
             0
         } else {
-            2 + options.grants.iter().map(|grant| 2 + grant.len()).sum::<usize>()
+            2 + options
+                .grants
+                .iter()
+                .map(|grant| 2 + grant.len())
+                .sum::<usize>()
         };
         let total = 4
             + 1

@@ -49,7 +49,16 @@ pub fn free_port() -> u16 {
 pub fn find_binary(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin", "/sbin"].map(PathBuf::from))
+        .chain(
+            [
+                "/usr/sbin",
+                "/usr/bin",
+                "/usr/local/sbin",
+                "/usr/local/bin",
+                "/sbin",
+            ]
+            .map(PathBuf::from),
+        )
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
@@ -100,8 +109,15 @@ impl BrokerProcess {
         let binary = find_binary(name).unwrap_or_else(|| {
             panic!("{name} is not installed; run scripts/test.sh, which installs mosquitto and redis-server")
         });
-        let dir = tempfile::tempdir().expect("failed to create a temporary directory for the broker");
-        let mut broker = Self { kind, port: free_port(), binary, dir, child: None };
+        let dir =
+            tempfile::tempdir().expect("failed to create a temporary directory for the broker");
+        let mut broker = Self {
+            kind,
+            port: free_port(),
+            binary,
+            dir,
+            child: None,
+        };
         broker.start();
         broker
     }
@@ -148,7 +164,16 @@ impl BrokerProcess {
             BrokerKind::Redis => {
                 let mut command = Command::new(&self.binary);
                 command
-                    .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args([
+                        "--port",
+                        &self.port.to_string(),
+                        "--bind",
+                        "127.0.0.1",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ])
                     .args(["--daemonize", "no", "--logfile"])
                     .arg(&log)
                     .arg("--dir")

@@ -16,12 +16,21 @@ use sealbus_envelope::MessageEnvelope;
 use sealbus_integration::{BrokerKind, BrokerProcess};
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../envelope/tests/fixtures/edgex");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../envelope/tests/fixtures/edgex");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
     files.sort();
     files
         .into_iter()
-        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(path).unwrap()))
+        .map(|path| {
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(path).unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -32,7 +41,10 @@ async fn publish_subscribe_fixtures(kind: BrokerKind) {
     let mut inbox = subscribe(&core_data, "edgex/events/#").await;
     let device = deployment.connect(&broker.url(), "device-virtual").await;
 
-    let events: Vec<_> = fixtures().into_iter().filter(|(name, _)| name.starts_with("event-")).collect();
+    let events: Vec<_> = fixtures()
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("event-"))
+        .collect();
     assert_eq!(events.len(), 4);
     for (name, json) in &events {
         let envelope = MessageEnvelope::from_json(json).unwrap();
@@ -41,7 +53,11 @@ async fn publish_subscribe_fixtures(kind: BrokerKind) {
         let received = inbox.next().await;
         assert_eq!(received.sender, "device-virtual", "{name}");
         assert_eq!(received.topic, topic, "{name}");
-        assert_eq!(received.envelope.to_json(), *json, "{name} changed on the way through {kind:?}");
+        assert_eq!(
+            received.envelope.to_json(),
+            *json,
+            "{name} changed on the way through {kind:?}"
+        );
     }
     assert_eq!(core_data.metrics().rejected_total(), 0);
 }
@@ -63,8 +79,18 @@ async fn request_response(kind: BrokerKind) {
     let mut requests = subscribe(&device, "edgex/device/command/request/device-virtual/#").await;
     let responder = device.clone();
     let fixtures = fixtures();
-    let response_json = fixtures.iter().find(|(name, _)| name == "command-response-error.json").unwrap().1.clone();
-    let request_json = fixtures.iter().find(|(name, _)| name == "command-request.json").unwrap().1.clone();
+    let response_json = fixtures
+        .iter()
+        .find(|(name, _)| name == "command-response-error.json")
+        .unwrap()
+        .1
+        .clone();
+    let request_json = fixtures
+        .iter()
+        .find(|(name, _)| name == "command-request.json")
+        .unwrap()
+        .1
+        .clone();
 
     tokio::spawn(async move {
         while let Some(request) = requests.messages.recv().await {
@@ -72,7 +98,10 @@ async fn request_response(kind: BrokerKind) {
             let mut response = MessageEnvelope::from_json(&response_json).unwrap();
             response.request_id = request.envelope.request_id.clone();
             response.correlation_id = request.envelope.correlation_id.clone();
-            let topic = format!("edgex/response/core-command/{}", request.envelope.request_id);
+            let topic = format!(
+                "edgex/response/core-command/{}",
+                request.envelope.request_id
+            );
             responder.publish(&response, &topic).await.unwrap();
         }
     });
@@ -80,7 +109,12 @@ async fn request_response(kind: BrokerKind) {
     let core_command = deployment.connect(&broker.url(), "core-command").await;
     let request = MessageEnvelope::from_json(&request_json).unwrap();
     let response = core_command
-        .request(&request, &request.received_topic, "edgex/response/core-command", WAIT)
+        .request(
+            &request,
+            &request.received_topic,
+            "edgex/response/core-command",
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(response.sender, "device-virtual");
@@ -91,10 +125,19 @@ async fn request_response(kind: BrokerKind) {
     let mut second = request.clone();
     second.request_id = "0f0e0d0c-0b0a-4908-8706-050403020100".into();
     let error = core_command
-        .request_from(&second, &request.received_topic, "edgex/response/core-command", Duration::from_secs(2), "core-data")
+        .request_from(
+            &second,
+            &request.received_topic,
+            "edgex/response/core-command",
+            Duration::from_secs(2),
+            "core-data",
+        )
         .await
         .unwrap_err();
-    assert!(matches!(error, AdapterError::RequestTimedOut { .. }), "{error}");
+    assert!(
+        matches!(error, AdapterError::RequestTimedOut { .. }),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -116,7 +159,10 @@ async fn late_subscriber(kind: BrokerKind) {
     let publisher = device.clone();
     let stream = tokio::spawn(async move {
         for value in 0..200 {
-            publisher.publish(&reading(&value.to_string()), EVENT_TOPIC).await.unwrap();
+            publisher
+                .publish(&reading(&value.to_string()), EVENT_TOPIC)
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -127,7 +173,10 @@ async fn late_subscriber(kind: BrokerKind) {
     let first = inbox.next().await;
     assert_eq!(first.sender, "device-virtual");
     let second = inbox.next().await;
-    assert_ne!(first.envelope.correlation_id, second.envelope.correlation_id);
+    assert_ne!(
+        first.envelope.correlation_id,
+        second.envelope.correlation_id
+    );
     stream.abort();
 }
 
@@ -185,7 +234,10 @@ async fn broker_restart(kind: BrokerKind) {
 
     let mut seen = HashSet::new();
     for value in 0..5 {
-        device.publish(&reading(&format!("before-{value}")), EVENT_TOPIC).await.unwrap();
+        device
+            .publish(&reading(&format!("before-{value}")), EVENT_TOPIC)
+            .await
+            .unwrap();
         assert!(seen.insert(inbox.next().await.envelope.correlation_id));
     }
 
@@ -194,29 +246,47 @@ async fn broker_restart(kind: BrokerKind) {
     // Publish until one gets through after the reconnect and re-subscribe.
     let mut delivered_after = None;
     for value in 0..300 {
-        let _ = device.publish(&reading(&format!("after-{value}")), EVENT_TOPIC).await;
-        if let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(100), inbox.messages.recv()).await {
+        let _ = device
+            .publish(&reading(&format!("after-{value}")), EVENT_TOPIC)
+            .await;
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(100), inbox.messages.recv()).await
+        {
             delivered_after = Some(message);
             break;
         }
     }
     let first_after = delivered_after.expect("no message arrived after the broker restart");
-    assert!(first_after.envelope.correlation_id.starts_with("corr-after-"));
+    assert!(first_after
+        .envelope
+        .correlation_id
+        .starts_with("corr-after-"));
     assert!(seen.insert(first_after.envelope.correlation_id.clone()));
 
     for value in 0..5 {
-        device.publish(&reading(&format!("final-{value}")), EVENT_TOPIC).await.unwrap();
+        device
+            .publish(&reading(&format!("final-{value}")), EVENT_TOPIC)
+            .await
+            .unwrap();
     }
     let mut finals = 0;
     while finals < 5 {
         let message = inbox.next().await;
-        assert!(seen.insert(message.envelope.correlation_id.clone()), "accepted {} twice", message.envelope.correlation_id);
+        assert!(
+            seen.insert(message.envelope.correlation_id.clone()),
+            "accepted {} twice",
+            message.envelope.correlation_id
+        );
         if message.envelope.correlation_id.starts_with("corr-final-") {
             finals += 1;
         }
     }
     let rejected = core_data.metrics().rejected;
-    assert_eq!(rejected.get("replay"), None, "replays after restart: {rejected:?}");
+    assert_eq!(
+        rejected.get("replay"),
+        None,
+        "replays after restart: {rejected:?}"
+    );
 }
 
 #[tokio::test]
@@ -247,9 +317,22 @@ async fn plaintext_never_on_wire(kind: BrokerKind) {
     assert_eq!(inbox.next().await.envelope.payload, envelope.payload);
 
     let mut saw_event = false;
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), wire.recv()).await {
-        for needle in [secret.as_bytes(), b"correlation-5e1d", b"Random-Integer-Device"] {
-            assert!(!message.payload.windows(needle.len()).any(|window| window == needle), "plaintext on {}", message.topic);
+    while let Ok(Some(message)) =
+        tokio::time::timeout(Duration::from_millis(500), wire.recv()).await
+    {
+        for needle in [
+            secret.as_bytes(),
+            b"correlation-5e1d",
+            b"Random-Integer-Device",
+        ] {
+            assert!(
+                !message
+                    .payload
+                    .windows(needle.len())
+                    .any(|window| window == needle),
+                "plaintext on {}",
+                message.topic
+            );
         }
         saw_event |= message.topic == EVENT_TOPIC;
     }
@@ -274,19 +357,31 @@ async fn message_moved_between_buses_or_topics_is_forged() {
     let redis = BrokerProcess::redis();
     let deployment = Deployment::standard();
 
-    let (mqtt_spy, mut mqtt_wire) = Transport::connect(&BusConfig::from_url(&mosquitto.url()).unwrap()).await.unwrap();
+    let (mqtt_spy, mut mqtt_wire) =
+        Transport::connect(&BusConfig::from_url(&mosquitto.url()).unwrap())
+            .await
+            .unwrap();
     mqtt_spy.subscribe(&[EVENT_TOPIC.to_owned()]).await.unwrap();
     let device = deployment.connect(&mosquitto.url(), "device-virtual").await;
     let mqtt_core_data = deployment.connect(&mosquitto.url(), "core-data").await;
     let mut mqtt_inbox = subscribe(&mqtt_core_data, "edgex/events/#").await;
     device.publish(&reading("1"), EVENT_TOPIC).await.unwrap();
     mqtt_inbox.next().await;
-    let captured = tokio::time::timeout(WAIT, mqtt_wire.recv()).await.unwrap().unwrap().payload;
+    let captured = tokio::time::timeout(WAIT, mqtt_wire.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload;
 
     let redis_core_data = deployment.connect(&redis.url(), "core-data").await;
     let mut redis_inbox = subscribe(&redis_core_data, "edgex/events/#").await;
-    let (redis_spy, _redis_wire) = Transport::connect(&BusConfig::from_url(&redis.url()).unwrap()).await.unwrap();
-    redis_spy.publish(EVENT_TOPIC, captured.clone()).await.unwrap();
+    let (redis_spy, _redis_wire) = Transport::connect(&BusConfig::from_url(&redis.url()).unwrap())
+        .await
+        .unwrap();
+    redis_spy
+        .publish(EVENT_TOPIC, captured.clone())
+        .await
+        .unwrap();
     let rejection = redis_inbox.next_error().await;
     assert_eq!(rejection.verdict, Verdict::Forged, "{rejection}");
     redis_inbox.assert_quiet(Duration::from_millis(300)).await;
@@ -312,7 +407,10 @@ async fn size_limits(kind: BrokerKind) {
     let mut oversized = reading("big");
     oversized.payload = vec![b'x'; 70_000];
     let error = device.publish(&oversized, EVENT_TOPIC).await.unwrap_err();
-    assert!(matches!(error, AdapterError::MessageTooLarge { .. }), "{error}");
+    assert!(
+        matches!(error, AdapterError::MessageTooLarge { .. }),
+        "{error}"
+    );
     inbox.assert_quiet(Duration::from_millis(500)).await;
 
     let mut large = reading("large");
@@ -372,21 +470,35 @@ async fn attacks(kind: BrokerKind) {
 
     device.publish(&reading("1"), EVENT_TOPIC).await.unwrap();
     inbox.next().await;
-    let captured: Bytes = tokio::time::timeout(WAIT, wire.recv()).await.unwrap().unwrap().payload;
+    let captured: Bytes = tokio::time::timeout(WAIT, wire.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .payload;
 
     spy.publish(EVENT_TOPIC, captured.clone()).await.unwrap();
     assert_eq!(inbox.next_error().await.verdict, Verdict::Replay);
 
-    spy.publish(EVENT_TOPIC, Bytes::from(reading("plain").to_json())).await.unwrap();
+    spy.publish(EVENT_TOPIC, Bytes::from(reading("plain").to_json()))
+        .await
+        .unwrap();
     assert_eq!(inbox.next_error().await.verdict, Verdict::Plaintext);
 
-    spy.publish(EVENT_TOPIC, Bytes::from_static(&[0xB5, 1, 1, 0, 200, 1, 2])).await.unwrap();
+    spy.publish(EVENT_TOPIC, Bytes::from_static(&[0xB5, 1, 1, 0, 200, 1, 2]))
+        .await
+        .unwrap();
     assert_eq!(inbox.next_error().await.verdict, Verdict::Malformed);
 
     let rogue = deployment.connect(&broker.url(), "rogue-service").await;
-    let error = rogue.publish(&reading("rogue"), EVENT_TOPIC).await.unwrap_err();
+    let error = rogue
+        .publish(&reading("rogue"), EVENT_TOPIC)
+        .await
+        .unwrap_err();
     assert!(matches!(error, AdapterError::Keyring(_)), "{error}");
-    rogue.dangerously_publish_without_authorization(&reading("rogue"), EVENT_TOPIC).await.unwrap();
+    rogue
+        .dangerously_publish_without_authorization(&reading("rogue"), EVENT_TOPIC)
+        .await
+        .unwrap();
     assert_eq!(inbox.next_error().await.verdict, Verdict::Unauthorized);
     inbox.assert_quiet(Duration::from_millis(300)).await;
 
@@ -395,7 +507,10 @@ async fn attacks(kind: BrokerKind) {
     core_data.disconnect().await.unwrap();
     let core_data = deployment.connect(&broker.url(), "core-data").await;
     let mut inbox = subscribe(&core_data, "edgex/events/#").await;
-    device.publish(&reading("after-revocation"), EVENT_TOPIC).await.unwrap();
+    device
+        .publish(&reading("after-revocation"), EVENT_TOPIC)
+        .await
+        .unwrap();
     assert_eq!(inbox.next_error().await.verdict, Verdict::Revoked);
     inbox.assert_quiet(Duration::from_millis(300)).await;
 }
