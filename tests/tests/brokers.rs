@@ -386,11 +386,19 @@ async fn message_moved_between_buses_or_topics_is_forged() {
     assert_eq!(rejection.verdict, Verdict::Forged, "{rejection}");
     redis_inbox.assert_quiet(Duration::from_millis(300)).await;
 
+    // core-data already accepted this sequence number, so it would stop the
+    // copy at the replay pre-check; app-service has not seen it, so the copy
+    // reaches authentication there (its grant travels inline).
+    let app_service = deployment.connect(&mosquitto.url(), "app-service").await;
+    let mut app_inbox = subscribe(&app_service, "edgex/events/#").await;
     let other_topic = "edgex/events/device/device-virtual/Other/Other/Int16";
     mqtt_spy.publish(other_topic, captured).await.unwrap();
-    let rejection = mqtt_inbox.next_error().await;
+    let rejection = app_inbox.next_error().await;
     assert_eq!(rejection.verdict, Verdict::Forged, "{rejection}");
     assert_eq!(rejection.topic, other_topic);
+    app_inbox.assert_quiet(Duration::from_millis(300)).await;
+    let rejection = mqtt_inbox.next_error().await;
+    assert_eq!(rejection.verdict, Verdict::Replay, "{rejection}");
     mqtt_inbox.assert_quiet(Duration::from_millis(300)).await;
 }
 
