@@ -564,3 +564,29 @@ fn plaintext_and_garbage_are_rejected() {
     let out = receive(&mut core, TOPIC, &[], false);
     assert_eq!(verdicts(&out), vec![Verdict::Malformed]);
 }
+
+#[test]
+fn forged_body_keeps_audit_reason() {
+    let world = World::new();
+    let mut device = world.engine("device-virtual");
+    let mut core = world.engine("core-data");
+    let genuine = seal(&mut device, TOPIC, &reading("1"));
+    let mut forged = genuine.clone();
+    // Header: 4 prefix bytes, name length, name, session, epoch, sequence,
+    // timestamp, audience size, ciphertext length; the body follows.
+    let body_start = 4 + 1 + "device-virtual".len() + 8 + 4 + 8 + 8 + 2 + 4;
+    forged[body_start + 2] ^= 0x01;
+    let out = receive(&mut core, TOPIC, &forged, false);
+    assert!(delivered(&out).is_empty());
+    let Some(Inbound::Rejected(rejection)) = out.first() else {
+        panic!("expected a rejection, got {out:?}");
+    };
+    assert_eq!(rejection.verdict, Verdict::Forged);
+    assert_eq!(rejection.detail, "message authentication failed");
+    assert_eq!(rejection.audit_reason, Some("body-tag"));
+    assert_eq!(
+        delivered(&receive(&mut core, TOPIC, &genuine, false)).len(),
+        1,
+        "the genuine message must still open"
+    );
+}

@@ -96,3 +96,30 @@ impl fmt::Debug for EpochKeys {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_key_bytes() {
+        let secret = [0xA7u8; KEY_LEN];
+        let hex: String = secret.iter().map(|byte| format!("{byte:02x}")).collect();
+        let keys = EpochKeys {
+            audience_key: SymmetricKey::from_bytes(secret),
+            origin_key: SymmetricKey::from_bytes(secret),
+            slot: 0,
+            audience_size: 1,
+        };
+        let pair = StaticKeypair::new(secret, [1; KEY_LEN]);
+        for text in [
+            format!("{keys:?}"),
+            format!("{pair:?}"),
+            format!("{:?}", keys.audience_key),
+        ] {
+            assert!(!text.contains(&hex[..16]), "{text}");
+            assert!(!text.contains("167, 167"), "{text}");
+            assert!(text.contains("redacted"), "{text}");
+        }
+    }
+}

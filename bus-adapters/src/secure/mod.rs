@@ -161,6 +161,7 @@ impl Shared {
                 verdict = rejection.verdict.as_str(),
                 claimed_sender = rejection.claimed_sender.as_deref().unwrap_or("-"),
                 detail = %rejection.detail,
+                audit_reason = rejection.audit_reason.unwrap_or("-"),
                 suppressed_since_last = suppressed,
                 "dropped inbound message"
             );

@@ -466,13 +466,7 @@ impl PublisherState {
         }
         request
             .verify(&shared.name, &shared.keypair, &requester_public, now_ms)
-            .map_err(|error| {
-                reject(
-                    Verdict::from_envelope(&error),
-                    Some(requester),
-                    error.to_string(),
-                )
-            })?;
+            .map_err(|error| Rejection::from_envelope(topic, Some(requester), &error))?;
 
         let Some(epoch) = self.epochs.get_mut(&request.epoch) else {
             return Err(reject(

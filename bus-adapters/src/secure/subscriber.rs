@@ -156,6 +156,10 @@ pub struct Rejection {
     pub claimed_sender: Option<String>,
     /// Human-readable reason, safe to log.
     pub detail: String,
+    /// For authentication failures, the precise reason kept for audit
+    /// ("body-tag", "origin-tag", "grant", "grant-request"). It is logged
+    /// and reported locally, never sent to a peer.
+    pub audit_reason: Option<&'static str>,
 }
 
 impl Rejection {
@@ -171,7 +175,23 @@ impl Rejection {
             verdict,
             claimed_sender: claimed_sender.map(str::to_owned),
             detail,
+            audit_reason: None,
         }
+    }
+
+    /// Creates a rejection from an envelope error, keeping the audit reason
+    /// of an authentication failure.
+    pub fn from_envelope(topic: &str, claimed_sender: Option<&str>, error: &EnvelopeError) -> Self {
+        let mut rejection = Self::new(
+            topic,
+            Verdict::from_envelope(error),
+            claimed_sender,
+            error.to_string(),
+        );
+        if let EnvelopeError::Authentication(auth) = error {
+            rejection.audit_reason = Some(auth.audit_reason().as_str());
+        }
+        rejection
     }
 }
 
@@ -332,11 +352,11 @@ impl SubscriberState {
         }
         let keys = grant
             .open(&shared.name, &shared.keypair, &sender_public)
-            .map_err(|error| reject(Verdict::from_envelope(&error), format!("grant: {error}")))?;
+            .map_err(|error| Rejection::from_envelope(topic, Some(sender), &error))?;
         let outcome = self
             .receiver
             .install(sender, grant.session, grant.epoch, keys)
-            .map_err(|error| reject(Verdict::from_envelope(&error), error.to_string()))?;
+            .map_err(|error| Rejection::from_envelope(topic, Some(sender), &error))?;
         if outcome == GrantOutcome::Conflicting {
             warn!(service = %shared.name, sender, epoch = grant.epoch, "ignored a second, different grant for an installed epoch");
             return Ok(None);
@@ -470,13 +490,11 @@ impl SubscriberState {
                 );
             }
             Err(error) => {
-                let rejection = Rejection::new(
-                    topic,
-                    Verdict::from_envelope(&error),
-                    Some(sender),
-                    error.to_string(),
+                return Self::reject(
+                    shared,
+                    Rejection::from_envelope(topic, Some(sender), &error),
+                    out,
                 );
-                return Self::reject(shared, rejection, out);
             }
         };
         if let Err(error) = shared
@@ -492,13 +510,11 @@ impl SubscriberState {
             return Self::reject(shared, rejection, out);
         }
         if let Err(error) = self.receiver.commit(&opened) {
-            let rejection = Rejection::new(
-                topic,
-                Verdict::from_envelope(&error),
-                Some(sender),
-                error.to_string(),
+            return Self::reject(
+                shared,
+                Rejection::from_envelope(topic, Some(sender), &error),
+                out,
             );
-            return Self::reject(shared, rejection, out);
         }
         Metrics::bump(&shared.metrics.delivered);
         debug!(service = %shared.name, topic, sender, epoch = opened.epoch, sequence = opened.sequence, "delivered message");
