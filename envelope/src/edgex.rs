@@ -233,9 +233,10 @@ impl MessageEnvelope {
             + self.payload.len()
     }
 
-    /// Decodes a body that has already been authenticated.
-    pub(crate) fn decode_body(body: &[u8], topic: &str) -> Result<Self, Malformed> {
-        let mut reader = Reader::new(body);
+    /// Decodes a body that has already been authenticated. The payload,
+    /// which ends the body, reuses the body's buffer.
+    pub(crate) fn decode_body(body: Vec<u8>, topic: &str) -> Result<Self, Malformed> {
+        let mut reader = Reader::new(&body);
         let version = reader.u8("body version")?;
         if version != BODY_VERSION {
             return Err(Malformed::UnsupportedVersion(version));
@@ -272,8 +273,11 @@ impl MessageEnvelope {
         if payload_is_null && payload_len != 0 {
             return Err(Malformed::OutOfRange("payload null flag"));
         }
-        let payload = reader.take(payload_len, "payload")?.to_vec();
+        let payload_start = reader.position();
+        reader.take(payload_len, "payload")?;
         reader.finish("body")?;
+        let mut payload = body;
+        payload.drain(..payload_start);
 
         Ok(Self {
             api_version,
@@ -376,7 +380,7 @@ mod tests {
         let mut body = Vec::new();
         envelope.encode_body(&mut body);
         assert_eq!(body.len(), envelope.body_len());
-        let decoded = MessageEnvelope::decode_body(&body, "edgex/x").unwrap();
+        let decoded = MessageEnvelope::decode_body(body.clone(), "edgex/x").unwrap();
         assert_eq!(decoded.received_topic, "edgex/x");
         assert_eq!(
             MessageEnvelope {
@@ -393,7 +397,7 @@ mod tests {
         sample().encode_body(&mut body);
         for len in 0..body.len() {
             assert!(
-                MessageEnvelope::decode_body(&body[..len], "t").is_err(),
+                MessageEnvelope::decode_body(body[..len].to_vec(), "t").is_err(),
                 "prefix of {len} bytes accepted"
             );
         }
@@ -405,7 +409,7 @@ mod tests {
         sample().encode_body(&mut body);
         body.push(0);
         assert_eq!(
-            MessageEnvelope::decode_body(&body, "t"),
+            MessageEnvelope::decode_body(body, "t"),
             Err(Malformed::TrailingBytes("body"))
         );
     }

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod aead;
 mod codec;
 pub mod edgex;
 mod error;

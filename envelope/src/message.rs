@@ -14,9 +14,8 @@
 use blake2::digest::consts::U16;
 use blake2::digest::{FixedOutput, KeyInit, Update};
 use blake2::{Blake2s256, Blake2sMac, Digest};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Nonce, Tag};
 
+use crate::aead::AudienceCipher;
 use crate::codec::{Reader, Writer};
 use crate::edgex::MessageEnvelope;
 use crate::error::{AuthError, AuthFailure, EnvelopeError, Malformed};
@@ -64,16 +63,57 @@ impl Route<'_> {
     }
 
     /// Builds the associated data: domain, context, topic, then the header.
-    fn associated_data(&self, header: &[u8]) -> Vec<u8> {
-        let mut ad = Vec::with_capacity(
-            DATA_DOMAIN.len() + 3 + self.context.len() + self.topic.len() + header.len(),
-        );
-        ad.extend_from_slice(DATA_DOMAIN);
-        ad.put_u8(self.context.len() as u8);
-        ad.extend_from_slice(self.context.as_bytes());
-        ad.put_string16(self.topic);
-        ad.extend_from_slice(header);
+    fn associated_data(&self, header: &[u8]) -> AssociatedData {
+        let len = DATA_DOMAIN.len() + 1 + self.context.len() + 2 + self.topic.len() + header.len();
+        let mut ad = if len <= INLINE_ASSOCIATED_DATA_LEN {
+            AssociatedData::Inline {
+                bytes: [0; INLINE_ASSOCIATED_DATA_LEN],
+                len: 0,
+            }
+        } else {
+            AssociatedData::Heap(Vec::with_capacity(len))
+        };
+        ad.push(DATA_DOMAIN);
+        ad.push(&[self.context.len() as u8]);
+        ad.push(self.context.as_bytes());
+        ad.push(&(self.topic.len() as u16).to_be_bytes());
+        ad.push(self.topic.as_bytes());
+        ad.push(header);
         ad
+    }
+}
+
+/// Associated data up to this length is built on the stack, so sealing and
+/// opening on typical EdgeX topics allocate nothing for it.
+const INLINE_ASSOCIATED_DATA_LEN: usize = 320;
+
+// The inline variant lives on the stack for one call; boxing it would add
+// the allocation it exists to avoid.
+#[allow(clippy::large_enum_variant)]
+enum AssociatedData {
+    Inline {
+        bytes: [u8; INLINE_ASSOCIATED_DATA_LEN],
+        len: usize,
+    },
+    Heap(Vec<u8>),
+}
+
+impl AssociatedData {
+    fn push(&mut self, part: &[u8]) {
+        match self {
+            AssociatedData::Inline { bytes, len } => {
+                bytes[*len..*len + part.len()].copy_from_slice(part);
+                *len += part.len();
+            }
+            AssociatedData::Heap(bytes) => bytes.extend_from_slice(part),
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            AssociatedData::Inline { bytes, len } => &bytes[..*len],
+            AssociatedData::Heap(bytes) => bytes,
+        }
     }
 }
 
@@ -84,13 +124,6 @@ pub fn origin_tag_count(audience_size: u16) -> usize {
     } else {
         usize::from(audience_size)
     }
-}
-
-fn nonce(epoch: u32, sequence: u64) -> Nonce {
-    let mut bytes = [0u8; 12];
-    bytes[..4].copy_from_slice(&epoch.to_be_bytes());
-    bytes[4..].copy_from_slice(&sequence.to_be_bytes());
-    Nonce::from(bytes)
 }
 
 fn origin_digest(associated_data: &[u8], ciphertext: &[u8]) -> [u8; 32] {
@@ -114,7 +147,7 @@ pub struct SendingEpoch {
     sender: String,
     session: u64,
     epoch: u32,
-    cipher: ChaCha20Poly1305,
+    cipher: AudienceCipher,
     origin_keys: Vec<SymmetricKey>,
     next_sequence: u64,
 }
@@ -168,7 +201,7 @@ impl SendingEpoch {
             sender: sender.to_owned(),
             session,
             epoch,
-            cipher: ChaCha20Poly1305::new(audience_key.expose_secret().into()),
+            cipher: AudienceCipher::new(audience_key),
             origin_keys,
             next_sequence: 0,
         })
@@ -287,22 +320,16 @@ impl SendingEpoch {
         let associated_data = options.route.associated_data(&out[..header_end]);
 
         envelope.encode_body(&mut out);
-        let tag = self
-            .cipher
-            .encrypt_in_place_detached(
-                &nonce(self.epoch, sequence),
-                &associated_data,
-                &mut out[header_end..],
-            )
-            .map_err(|_| EnvelopeError::FieldTooLong {
-                field: "body",
-                len: body_len,
-                max: MAX_SEALED_SIZE,
-            })?;
+        let tag = self.cipher.seal(
+            self.epoch,
+            sequence,
+            associated_data.as_slice(),
+            &mut out[header_end..],
+        );
         out.extend_from_slice(&tag);
 
         if tag_count > 0 {
-            let digest = origin_digest(&associated_data, &out[header_end..]);
+            let digest = origin_digest(associated_data.as_slice(), &out[header_end..]);
             for key in &self.origin_keys {
                 out.extend_from_slice(&origin_tag(key, &digest));
             }
@@ -418,7 +445,7 @@ impl ParsedMessage<'_> {
     pub(crate) fn decrypt(
         &self,
         route: &Route<'_>,
-        cipher: &ChaCha20Poly1305,
+        cipher: &AudienceCipher,
         keys: &EpochKeys,
     ) -> Result<MessageEnvelope, EnvelopeError> {
         route.check()?;
@@ -426,31 +453,27 @@ impl ParsedMessage<'_> {
             return Err(AuthError::new(AuthFailure::OriginTag).into());
         }
         let associated_data = route.associated_data(self.header);
-        let (body, tag) = self
-            .ciphertext
-            .split_at(self.ciphertext.len() - AEAD_TAG_LEN);
-        let mut plaintext = body.to_vec();
-        cipher
-            .decrypt_in_place_detached(
-                &nonce(self.epoch, self.sequence),
-                &associated_data,
-                &mut plaintext,
-                Tag::from_slice(tag),
+        let plaintext = cipher
+            .open(
+                self.epoch,
+                self.sequence,
+                associated_data.as_slice(),
+                self.ciphertext,
             )
-            .map_err(|_| AuthError::new(AuthFailure::BodyTag))?;
+            .ok_or_else(|| AuthError::new(AuthFailure::BodyTag))?;
 
         if origin_tag_count(self.audience_size) > 0 {
             let slot = usize::from(keys.slot);
             let received = &self.tags[slot * ORIGIN_TAG_LEN..(slot + 1) * ORIGIN_TAG_LEN];
             let expected = origin_tag(
                 &keys.origin_key,
-                &origin_digest(&associated_data, self.ciphertext),
+                &origin_digest(associated_data.as_slice(), self.ciphertext),
             );
             if !bool::from(subtle::ConstantTimeEq::ct_eq(received, expected.as_slice())) {
                 return Err(AuthError::new(AuthFailure::OriginTag).into());
             }
         }
 
-        Ok(MessageEnvelope::decode_body(&plaintext, route.topic)?)
+        Ok(MessageEnvelope::decode_body(plaintext, route.topic)?)
     }
 }

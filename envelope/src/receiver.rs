@@ -10,8 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
-
+use crate::aead::AudienceCipher;
 use crate::check_timestamp;
 use crate::edgex::MessageEnvelope;
 use crate::error::EnvelopeError;
@@ -29,7 +28,7 @@ pub const MAX_EPOCHS_PER_SENDER: usize = 64;
 
 struct ReceivingEpoch {
     keys: EpochKeys,
-    cipher: ChaCha20Poly1305,
+    cipher: AudienceCipher,
     window: ReplayWindow,
 }
 
@@ -189,7 +188,7 @@ impl Receiver {
                 state.retired_below = state.retired_below.max(oldest.saturating_add(1));
             }
         }
-        let cipher = ChaCha20Poly1305::new(keys.audience_key.expose_secret().into());
+        let cipher = AudienceCipher::new(&keys.audience_key);
         state.epochs.insert(
             epoch,
             ReceivingEpoch {
