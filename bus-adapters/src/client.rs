@@ -182,7 +182,19 @@ impl SecureMessageClient {
             } = &mut *engine;
             publisher.seal(shared, topic, envelope)?
         };
-        self.inner.transport.publish(topic, bytes.into()).await
+        self.publish_sealed(topic, bytes).await
+    }
+
+    async fn publish_sealed(&self, topic: &str, bytes: Vec<u8>) -> Result<(), AdapterError> {
+        let wire_bytes = self.inner.transport.message_size(topic, bytes.len()) as u64;
+        self.inner.transport.publish(topic, bytes.into()).await?;
+        let engine = lock(&self.inner.engine);
+        engine
+            .shared
+            .metrics
+            .wire_bytes_published
+            .fetch_add(wire_bytes, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     /// Seals and publishes without checking that this identity may publish
@@ -203,7 +215,7 @@ impl SecureMessageClient {
             } = &mut *engine;
             publisher.dangerously_seal_without_authorization(shared, topic, envelope)?
         };
-        self.inner.transport.publish(topic, bytes.into()).await
+        self.publish_sealed(topic, bytes).await
     }
 
     fn add_route(

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod bench;
 mod demo;
 mod embedded_broker;
 mod keys;
@@ -58,6 +59,16 @@ enum Command {
     /// Run a self-contained demo on an embedded MQTT broker: sealed EdgeX
     /// readings, and forged, replayed and unauthorized messages rejected.
     Demo(demo::DemoArgs),
+    /// Measure plaintext against sealed messages end to end through
+    /// mosquitto (QoS 0 and 1) and redis-server, started on free loopback
+    /// ports unless URLs are given.
+    Bench(bench::BenchArgs),
+    /// One process of a bench case (used by `bench`).
+    #[command(hide = true)]
+    BenchWorker(bench::worker::WorkerArgs),
+    /// The subscriber memory measurement (used by `bench`).
+    #[command(hide = true)]
+    BenchMemory(bench::memory::MemoryArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +125,9 @@ fn main() -> ExitCode {
         Command::Pub(args) => runtime.block_on(publish::run(&args)),
         Command::Watch(args) => runtime.block_on(watch::run(&args)),
         Command::Demo(args) => runtime.block_on(demo::run(&args)),
+        Command::Bench(args) => runtime.block_on(bench::run(&args)),
+        Command::BenchWorker(args) => runtime.block_on(bench::worker::run(&args)),
+        Command::BenchMemory(args) => bench::memory::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

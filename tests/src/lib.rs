@@ -63,19 +63,25 @@ pub fn find_binary(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-fn wait_until_listening(port: u16, child: &mut Child, log: &Path) {
+fn wait_until_listening(port: u16, child: &mut Child, log: &Path) -> Result<(), String> {
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     loop {
         if TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("broker exited with {status} before listening on {address}; its log:\n{log}");
+            return Err(format!(
+                "broker exited with {status} before listening on {address}; its log:\n{log}"
+            ));
         }
         if started.elapsed() > STARTUP_TIMEOUT {
-            panic!("broker did not listen on {address} within {STARTUP_TIMEOUT:?}");
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "broker did not listen on {address} within {STARTUP_TIMEOUT:?}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -101,16 +107,29 @@ impl BrokerProcess {
     }
 
     /// Starts a broker of this kind.
+    ///
+    /// # Panics
+    /// When the broker is not installed or does not start; tests want that.
     pub fn start_new(kind: BrokerKind) -> Self {
+        Self::try_start_new(kind).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts a broker of this kind, or says why it could not.
+    ///
+    /// # Errors
+    /// Returns a message naming the missing binary or the startup failure.
+    pub fn try_start_new(kind: BrokerKind) -> Result<Self, String> {
         let name = match kind {
             BrokerKind::Mosquitto => "mosquitto",
             BrokerKind::Redis => "redis-server",
         };
-        let binary = find_binary(name).unwrap_or_else(|| {
-            panic!("{name} is not installed; run scripts/test.sh, which installs mosquitto and redis-server")
-        });
-        let dir =
-            tempfile::tempdir().expect("failed to create a temporary directory for the broker");
+        let binary = find_binary(name).ok_or_else(|| {
+            format!(
+                "{name} is not installed; install it (scripts/test.sh does) or pass a broker URL"
+            )
+        })?;
+        let dir = tempfile::tempdir()
+            .map_err(|error| format!("failed to create a temporary directory: {error}"))?;
         let mut broker = Self {
             kind,
             port: free_port(),
@@ -118,8 +137,8 @@ impl BrokerProcess {
             dir,
             child: None,
         };
-        broker.start();
-        broker
+        broker.try_start()?;
+        Ok(broker)
     }
 
     /// Returns the broker kind.
@@ -145,8 +164,17 @@ impl BrokerProcess {
     }
 
     /// Starts the process again on the same port (after [`stop`](Self::stop)).
+    ///
+    /// # Panics
+    /// When it does not start.
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "broker is already running");
+        self.try_start().unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err("broker is already running".into());
+        }
         let log = self.log_path();
         let mut command = match self.kind {
             BrokerKind::Mosquitto => {
@@ -156,7 +184,8 @@ impl BrokerProcess {
                     port = self.port,
                     log = log.display()
                 );
-                std::fs::write(&config, text).expect("failed to write mosquitto.conf");
+                std::fs::write(&config, text)
+                    .map_err(|error| format!("failed to write mosquitto.conf: {error}"))?;
                 let mut command = Command::new(&self.binary);
                 command.arg("-c").arg(config);
                 command
@@ -186,9 +215,10 @@ impl BrokerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|error| panic!("failed to start {}: {error}", self.binary.display()));
-        wait_until_listening(self.port, &mut child, &log);
+            .map_err(|error| format!("failed to start {}: {error}", self.binary.display()))?;
+        wait_until_listening(self.port, &mut child, &log)?;
         self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the process and waits for it to exit.

@@ -20,6 +20,9 @@ pub const LOG_WINDOW_MS: u64 = 10_000;
 pub struct Metrics {
     /// Messages sealed and handed to the transport.
     pub sealed: AtomicU64,
+    /// Bytes of sealed messages published, counted as the transport counts
+    /// them against MaxMessageSize (payload, topic and protocol framing).
+    pub wire_bytes_published: AtomicU64,
     /// Messages opened and delivered.
     pub delivered: AtomicU64,
     rejected: [AtomicU64; Verdict::COUNT],
@@ -50,6 +53,8 @@ struct LogWindow {
 pub struct MetricsSnapshot {
     /// Messages sealed.
     pub sealed: u64,
+    /// Bytes of sealed messages published, framing included.
+    pub wire_bytes_published: u64,
     /// Messages delivered.
     pub delivered: u64,
     /// Rejected messages by verdict name.
@@ -128,6 +133,7 @@ impl Metrics {
             .collect();
         MetricsSnapshot {
             sealed: load(&self.sealed),
+            wire_bytes_published: load(&self.wire_bytes_published),
             delivered: load(&self.delivered),
             rejected,
             grants_created: load(&self.grants_created),
