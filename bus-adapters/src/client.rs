@@ -38,6 +38,10 @@ pub type ReceivedMessage = Delivered;
 /// Interval at which held messages expire and grant requests repeat.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Most inbound messages the background task handles per wake-up before it
+/// routes their results.
+const DISPATCH_BATCH: usize = 64;
+
 /// Capacity of the channel of a request's response subscription.
 const RESPONSE_CHANNEL_CAPACITY: usize = 4;
 
@@ -462,6 +466,12 @@ async fn dispatch(
             message = incoming.recv() => {
                 let Some(message) = message else { break };
                 handle_incoming(&inner, &grants, &requests, message, &mut out).await;
+                // Under load, take what is already queued before routing, so
+                // one wake-up of this task serves many messages.
+                for _ in 1..DISPATCH_BATCH {
+                    let Ok(message) = incoming.try_recv() else { break };
+                    handle_incoming(&inner, &grants, &requests, message, &mut out).await;
+                }
             }
         }
         route_outputs(&inner, out).await;
@@ -529,9 +539,19 @@ async fn route_outputs(inner: &Inner, out: Vec<Inbound>) {
                     .filter(|route| filter_matches(&route.filter, &delivered.topic))
                     .map(|route| route.messages.clone())
                     .collect();
-                for target in dedup_senders(targets) {
+                let mut targets = dedup_senders(targets);
+                // Every target but the last gets a copy; the last gets the
+                // message itself.
+                let last = targets.pop();
+                for target in targets {
                     if target.send(delivered.clone()).await.is_err() {
                         debug!(topic = %delivered.topic, "a subscription channel is closed");
+                    }
+                }
+                if let Some(target) = last {
+                    let topic = delivered.topic.clone();
+                    if target.send(delivered).await.is_err() {
+                        debug!(%topic, "a subscription channel is closed");
                     }
                 }
             }
