@@ -51,7 +51,7 @@ const RESPONSE_CHANNEL_CAPACITY: usize = 4;
 pub struct TopicChannel {
     /// MQTT topic filter (`+` and `#` wildcards).
     pub topic: String,
-    /// Where opened messages on matching topics are sent.
+    /// Channel that receives the opened messages on matching topics.
     pub messages: mpsc::Sender<ReceivedMessage>,
 }
 

@@ -377,3 +377,68 @@ fn demo_holds_every_expectation() {
     assert!(stdout.contains("all expectations held"), "{stdout}");
     assert!(!stdout.contains('✘'), "{stdout}");
 }
+
+#[test]
+fn bench_json_reports_every_case() {
+    let output = Command::new(SEALBUS)
+        .args([
+            "bench",
+            "--messages",
+            "300",
+            "--json",
+            "--memory-publishers",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&output, "bench --json");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let cases: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(cases.len(), 12, "{stdout}");
+    for case in &cases {
+        for field in [
+            "broker",
+            "qos",
+            "subscribers",
+            "mode",
+            "messages",
+            "msgs_per_s",
+            "p50_us",
+            "p99_us",
+            "cpu_us_per_msg_pub",
+            "cpu_us_per_msg_sub",
+            "wire_bytes_per_msg",
+            "lost",
+        ] {
+            assert!(case.get(field).is_some(), "missing {field} in {case}");
+        }
+        assert_eq!(case["messages"], 300);
+        assert!(case["msgs_per_s"].as_f64().unwrap() > 0.0, "{case}");
+    }
+    for broker in ["mqtt", "redis"] {
+        for mode in ["plain", "sealed"] {
+            assert!(
+                cases
+                    .iter()
+                    .any(|case| case["broker"] == broker && case["mode"] == mode),
+                "no {broker} {mode} case"
+            );
+        }
+    }
+    assert!(cases.iter().any(|case| case["qos"] == 1));
+    let sealed = cases.iter().find(|case| case["mode"] == "sealed").unwrap();
+    assert!(sealed["throughput_ratio"].as_f64().is_some(), "{sealed}");
+    let memory: Value = serde_json::from_str(
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(memory["publishers"], 20);
+    assert_eq!(memory["delivered"], 200);
+    assert_eq!(memory["senders_tracked"], 20);
+}

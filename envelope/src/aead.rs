@@ -25,7 +25,7 @@ impl std::fmt::Debug for AudienceCipher {
     }
 }
 
-/// The 96-bit nonce: the epoch (32 bits) then the sequence number (64 bits),
+/// Builds the 96-bit nonce: the epoch (32 bits) then the sequence number (64 bits),
 /// both big-endian. Keys are fresh per epoch and sequence numbers never
 /// repeat within one, so a nonce is never reused under a key.
 fn nonce(epoch: u32, sequence: u64) -> Nonce {

@@ -70,7 +70,7 @@ impl fmt::Debug for StaticKeypair {
     }
 }
 
-/// What a grant hands one recipient for one (sender, session, epoch): the
+/// Key material a grant hands one recipient for one (sender, session, epoch): the
 /// audience key shared by every recipient, the origin key shared only with
 /// this recipient, and this recipient's slot among the origin tags.
 #[derive(Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ const DATA_DOMAIN: &[u8] = b"sealbus-data-v1";
 /// Flag bit: a grants section follows the origin tags.
 const FLAG_GRANTS: u8 = 0x01;
 
-/// Where a message travels: the bus context and the topic. Both are bound
+/// Route of a message: the bus context and the topic. Both are bound
 /// into the associated data, so moving a message fails authentication.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route<'a> {
@@ -167,7 +167,7 @@ impl std::fmt::Debug for SendingEpoch {
 /// Inputs of one seal operation besides the envelope.
 #[derive(Debug, Clone, Copy)]
 pub struct SealOptions<'a> {
-    /// Where the message will be published.
+    /// Route the message will be published on.
     pub route: Route<'a>,
     /// Unix time in milliseconds now.
     pub timestamp_ms: u64,

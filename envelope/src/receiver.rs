@@ -8,7 +8,7 @@
 //! sender forgets its replay state, which leaves a replay opening of at most
 //! [`MAX_MESSAGE_AGE_MS`](crate::limits::MAX_MESSAGE_AGE_MS) for that sender.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use crate::aead::AudienceCipher;
 use crate::check_timestamp;
@@ -32,15 +32,64 @@ struct ReceivingEpoch {
     window: ReplayWindow,
 }
 
+/// The installed epochs of one sender, sorted by epoch number. A sender
+/// rarely has more than a few, so a vector is smaller than a tree, whose
+/// first node alone has room for eleven.
+#[derive(Default)]
+struct EpochList(Vec<(u32, ReceivingEpoch)>);
+
+impl EpochList {
+    fn position(&self, epoch: u32) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&epoch, |(number, _)| *number)
+    }
+
+    fn contains_key(&self, epoch: &u32) -> bool {
+        self.position(*epoch).is_ok()
+    }
+
+    fn get(&self, epoch: &u32) -> Option<&ReceivingEpoch> {
+        self.position(*epoch).ok().map(|index| &self.0[index].1)
+    }
+
+    fn get_mut(&mut self, epoch: &u32) -> Option<&mut ReceivingEpoch> {
+        self.position(*epoch).ok().map(|index| &mut self.0[index].1)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn lowest(&self) -> Option<u32> {
+        self.0.first().map(|(number, _)| *number)
+    }
+
+    fn remove(&mut self, epoch: &u32) {
+        if let Ok(index) = self.position(*epoch) {
+            self.0.remove(index);
+        }
+    }
+
+    fn insert(&mut self, epoch: u32, state: ReceivingEpoch) {
+        match self.position(epoch) {
+            Ok(index) => self.0[index].1 = state,
+            Err(index) => self.0.insert(index, (epoch, state)),
+        }
+    }
+}
+
 struct SenderState {
     session: u64,
     /// Epochs below this number are retired in the current session.
     retired_below: u32,
-    epochs: BTreeMap<u32, ReceivingEpoch>,
+    epochs: EpochList,
     last_used: u64,
 }
 
-/// What installing a grant did.
+/// Outcome of installing a grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantOutcome {
     /// The epoch is new and now installed.
@@ -75,7 +124,7 @@ pub struct Opened {
 /// Options of one open operation.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions<'a> {
-    /// Where the message arrived.
+    /// Route the message arrived on.
     pub route: Route<'a>,
     /// Unix time in milliseconds now.
     pub now_ms: u64,
@@ -161,7 +210,7 @@ impl Receiver {
             .or_insert_with(|| SenderState {
                 session,
                 retired_below: 0,
-                epochs: BTreeMap::new(),
+                epochs: EpochList::default(),
                 last_used: now,
             });
         state.last_used = now;
@@ -180,7 +229,7 @@ impl Receiver {
             });
         }
         if state.epochs.len() >= MAX_EPOCHS_PER_SENDER {
-            if let Some((&oldest, _)) = state.epochs.iter().next() {
+            if let Some(oldest) = state.epochs.lowest() {
                 if epoch < oldest {
                     return Err(stale());
                 }

@@ -38,7 +38,9 @@ pub struct Metrics {
     pub held: AtomicU64,
     /// Epochs started by the publisher half.
     pub epochs_started: AtomicU64,
-    limiter: Mutex<HashMap<Verdict, LogWindow>>,
+    /// Inline grants that failed to open or install.
+    pub inline_grants_rejected: AtomicU64,
+    limiter: Mutex<HashMap<&'static str, LogWindow>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -95,11 +97,18 @@ impl Metrics {
     /// many earlier lines of the same verdict were suppressed.
     pub fn count_rejection(&self, verdict: Verdict, now_ms: u64) -> (bool, u64) {
         self.rejected[verdict as usize].fetch_add(1, Ordering::Relaxed);
+        self.allow_log(verdict.as_str(), now_ms)
+    }
+
+    /// Returns whether a warning of this category may be logged now (at most
+    /// [`LOG_BURST`] per [`LOG_WINDOW_MS`]), plus how many lines of it were
+    /// suppressed since the last one logged.
+    pub fn allow_log(&self, category: &'static str, now_ms: u64) -> (bool, u64) {
         let mut limiter = self
             .limiter
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let window = limiter.entry(verdict).or_default();
+        let window = limiter.entry(category).or_default();
         if now_ms.saturating_sub(window.started_ms) >= LOG_WINDOW_MS {
             let suppressed = window.suppressed;
             *window = LogWindow {

@@ -441,7 +441,19 @@ impl SubscriberState {
                 Ok(Some(epoch)) => installed.push(epoch),
                 Ok(None) => {}
                 Err(rejection) => {
-                    warn!(service = %shared.name, topic, sender, verdict = rejection.verdict.as_str(), detail = %rejection.detail, "ignored an inline grant");
+                    Metrics::bump(&shared.metrics.inline_grants_rejected);
+                    let (log, suppressed) = shared.metrics.allow_log("inline-grant", now_ms);
+                    if log {
+                        warn!(
+                            service = %shared.name,
+                            topic,
+                            sender,
+                            verdict = rejection.verdict.as_str(),
+                            detail = %rejection.detail,
+                            suppressed_since_last = suppressed,
+                            "ignored an inline grant"
+                        );
+                    }
                 }
             }
         }

@@ -1,11 +1,13 @@
 //! Resident memory of a subscriber that has received from many distinct
 //! publishers: engines only, no broker, measured in a process of its own.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use clap::Args;
 use rand_core::OsRng;
-use sealbus_bus_adapters::secure::{Engine, Inbound, SecurityConfig, SystemClock};
+use sealbus_bus_adapters::secure::subscriber::MAX_GRANT_OPENS_PER_SECOND;
+use sealbus_bus_adapters::secure::{Clock, Engine, Inbound, SecurityConfig, SystemClock};
 use sealbus_envelope::MessageEnvelope;
 use sealbus_keyring::{
     Certificate, CertificateAuthority, Identity, Policy, ServiceName, StaticSecret,
@@ -39,6 +41,17 @@ pub struct MemoryResult {
     pub subscriber_state_kib: u64,
     /// Senders the subscriber keeps state for.
     pub senders_tracked: usize,
+}
+
+/// A clock the measurement moves forward, so grants from a thousand
+/// publishers arrive no faster than the subscriber's grant rate limit
+/// allows, as they would from publishers that start over several seconds.
+struct SteppedClock(AtomicU64);
+
+impl Clock for SteppedClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Returns the resident set size in KiB from `/proc/self/statm`.
@@ -129,11 +142,25 @@ pub fn run(args: &MemoryArgs) -> CliResult {
         }
     }
 
-    let mut subscriber = engine(&identities[0]);
+    let clock = Arc::new(SteppedClock(AtomicU64::new(SystemClock.now_ms())));
+    let mut subscriber = Engine::new(
+        SecurityConfig {
+            identity: identities[0].clone(),
+            policy: policy.clone(),
+            clock: Arc::clone(&clock) as Arc<dyn Clock>,
+            rng: Box::new(OsRng),
+        },
+        "mqtt".into(),
+    );
+    // Half the grant rate limit, in ms between two publishers' first messages.
+    let step_ms = 2000 / u64::from(MAX_GRANT_OPENS_PER_SECOND);
     let before = rss_kib();
     let mut delivered = 0;
     let mut out = Vec::new();
-    for (topic, bytes) in &sealed {
+    for (index, (topic, bytes)) in sealed.iter().enumerate() {
+        if index % args.messages_per_publisher == 0 {
+            clock.0.fetch_add(step_ms, Ordering::Relaxed);
+        }
         out.clear();
         let Engine {
             subscriber: state,

@@ -76,12 +76,12 @@ pub struct WorkerArgs {
     /// Trust bundle (sealed mode).
     #[arg(long)]
     pub bundle: Option<PathBuf>,
-    /// Where to write the JSON result.
+    /// Path of the JSON result file to write.
     #[arg(long)]
     pub result: PathBuf,
 }
 
-/// What a publisher measured.
+/// Measurements of a publisher worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct PublisherResult {
     /// Unix time in ns when publishing started.
@@ -96,7 +96,7 @@ pub struct PublisherResult {
     pub published: u64,
 }
 
-/// What a subscriber measured.
+/// Measurements of a subscriber worker.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SubscriberResult {
     /// Distinct messages received.
