@@ -106,10 +106,15 @@ fn main() -> ExitCode {
     } else {
         "warn"
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A bench worker is one client in one process: a single-threaded
+    // runtime keeps its tasks on one thread, so handing a message from the
+    // transport to the client costs no cross-thread wake-up.
+    let mut builder = if matches!(cli.command, Command::BenchWorker(_)) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: failed to start the async runtime: {error}");
