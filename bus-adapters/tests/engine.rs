@@ -590,3 +590,75 @@ fn forged_body_keeps_audit_reason() {
         "the genuine message must still open"
     );
 }
+
+#[test]
+fn unsolicited_grant_is_dropped_unopened() {
+    let world = World::new();
+    let mut device = world.engine("device-virtual");
+    let first = seal(&mut device, TOPIC, &reading("1"));
+    let parsed = sealbus_envelope::parse_message(&first).unwrap();
+    let grant = parsed
+        .grants
+        .iter()
+        .find(|grant| sealbus_envelope::parse_grant(grant).unwrap().recipient == "core-data")
+        .unwrap()
+        .to_vec();
+
+    // A genuine grant pushed on the grant topic without a request: dropped
+    // before any Diffie-Hellman work.
+    let mut core = world.engine("core-data");
+    let mut out = Vec::new();
+    {
+        let Engine {
+            subscriber, shared, ..
+        } = &mut core;
+        subscriber.handle_grant(shared, &grant_topic("core-data"), &grant, &mut out);
+    }
+    assert_eq!(verdicts(&out), vec![Verdict::Unsolicited]);
+    assert_eq!(core.shared.metrics.snapshot().grants_installed, 0);
+}
+
+#[test]
+fn grant_requests_are_rate_limited() {
+    let world = World::new();
+    let mut core = world.engine("core-data");
+    let mut requests = 0;
+    let publishers =
+        sealbus_bus_adapters::secure::subscriber::MAX_GRANT_REQUESTS_PER_SECOND as usize + 10;
+    for index in 0..publishers {
+        // Each engine is a new publisher session; its second message
+        // carries no inline grant, so the subscriber must ask for one.
+        let mut device = world.engine("device-virtual");
+        let _first = seal(&mut device, TOPIC, &reading(&format!("first-{index}")));
+        let second = seal(&mut device, TOPIC, &reading(&format!("second-{index}")));
+        requests += sends(&receive(&mut core, TOPIC, &second, false)).len();
+    }
+    assert_eq!(
+        requests,
+        sealbus_bus_adapters::secure::subscriber::MAX_GRANT_REQUESTS_PER_SECOND as usize
+    );
+}
+
+#[test]
+fn topic_audience_cache_is_bounded() {
+    let world = World::new();
+    let mut device = world.engine("device-virtual");
+    let limit = sealbus_bus_adapters::secure::publisher::MAX_CACHED_TOPICS;
+    for index in 0..limit + 10 {
+        seal(
+            &mut device,
+            &format!("edgex/events/device/device-virtual/response/{index}"),
+            &reading("x"),
+        );
+    }
+    assert!(
+        device.publisher.cached_topics() <= limit,
+        "{} cached topics",
+        device.publisher.cached_topics()
+    );
+    assert_eq!(
+        device.publisher.live_epochs(),
+        1,
+        "one audience must share one epoch"
+    );
+}

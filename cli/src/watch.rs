@@ -12,6 +12,10 @@ use crate::output::WatchLine;
 use crate::publish::ServiceArgs;
 use crate::{CliError, CliResult, EXIT_TIMEOUT};
 
+/// Largest accepted `--timeout`, in seconds (one year); larger values would
+/// overflow the clock.
+const MAX_TIMEOUT_S: f64 = 365.0 * 24.0 * 3600.0;
+
 /// Capacity of the channels between the client and the printer.
 const CHANNEL_CAPACITY: usize = 1024;
 
@@ -42,6 +46,11 @@ pub async fn run(args: &WatchArgs) -> CliResult {
         Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
             return Err(CliError::message(format!(
                 "--timeout {seconds} must be a positive number of seconds"
+            )));
+        }
+        Some(seconds) if seconds > MAX_TIMEOUT_S => {
+            return Err(CliError::message(format!(
+                "--timeout {seconds} is more than the maximum of {MAX_TIMEOUT_S} seconds; leave it out to wait without a limit"
             )));
         }
         Some(seconds) => Some(tokio::time::Instant::now() + Duration::from_secs_f64(seconds)),

@@ -532,3 +532,32 @@ async fn mqtt_attacks_are_rejected() {
 async fn redis_attacks_are_rejected() {
     attacks(BrokerKind::Redis).await;
 }
+
+/// An oversized message retained on a subscribed topic used to make the
+/// MQTT client drop its connection on every reconnect. It is now read and
+/// dropped, and genuine messages keep arriving.
+#[tokio::test]
+async fn mqtt_oversized_retained_message_is_dropped() {
+    let broker = BrokerProcess::mosquitto();
+    let deployment = Deployment::standard();
+    let url = format!("{}?Retained=true&MaxMessageSize=1048576", broker.url());
+    let (spy, _wire) = Transport::connect(&BusConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    spy.publish("edgex/events/junk", Bytes::from(vec![0x42u8; 400_000]))
+        .await
+        .unwrap();
+    spy.disconnect().await.unwrap();
+
+    let core_data = deployment.connect(&broker.url(), "core-data").await;
+    let mut inbox = subscribe(&core_data, "edgex/events/#").await;
+    let device = deployment.connect(&broker.url(), "device-virtual").await;
+    for value in 0..5 {
+        device
+            .publish(&reading(&value.to_string()), EVENT_TOPIC)
+            .await
+            .unwrap();
+        let received = inbox.next().await;
+        assert_eq!(received.envelope.correlation_id, format!("corr-{value}"));
+    }
+}

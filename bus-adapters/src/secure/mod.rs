@@ -186,7 +186,7 @@ impl Engine {
     pub fn new(config: SecurityConfig, context: String) -> Self {
         let keypair = keypair_of(&config.identity);
         let name = config.identity.name().as_str().to_owned();
-        let shared = Shared {
+        let mut shared = Shared {
             name,
             keypair,
             policy: config.policy,
@@ -195,7 +195,9 @@ impl Engine {
             rng: config.rng,
             metrics: Arc::new(Metrics::default()),
         };
-        let publisher = PublisherState::new(shared.now_ms());
+        let mut random = [0u8; 4];
+        shared.rng.fill_bytes(&mut random);
+        let publisher = PublisherState::new(shared.now_ms(), u32::from_le_bytes(random));
         Self {
             publisher,
             subscriber: SubscriberState::new(),

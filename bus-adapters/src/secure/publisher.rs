@@ -47,6 +47,11 @@ pub const MAX_INLINE_GRANT_BYTES: usize = 16 * 1024;
 /// uses.
 pub const MAX_LIVE_EPOCHS: usize = sealbus_envelope::receiver::MAX_EPOCHS_PER_SENDER;
 
+/// Maximum number of topics whose audience is cached; the cache is
+/// emptied when it is full, since response topics carry request IDs and
+/// would otherwise grow it without end.
+pub const MAX_CACHED_TOPICS: usize = 4096;
+
 /// How long in ms a topic's computed audience is reused before the trust
 /// bundle is asked again, so certificates that expire or become valid
 /// change the audience within this time.
@@ -64,8 +69,13 @@ pub const MAX_GRANT_REQUEST_CHECKS_PER_SECOND: u32 = 200;
 /// started in the same microsecond still get distinct, increasing sessions.
 static LAST_SESSION: AtomicU64 = AtomicU64::new(0);
 
-fn next_session(now_ms: u64) -> u64 {
-    let candidate = now_ms.saturating_mul(1000);
+/// Random low bits of a session, so two processes that start in the same
+/// millisecond under one identity still get different sessions.
+const SESSION_RANDOM_BITS: u32 = 20;
+
+fn next_session(now_ms: u64, random: u32) -> u64 {
+    let random_mask = (1u64 << SESSION_RANDOM_BITS) - 1;
+    let candidate = (now_ms << SESSION_RANDOM_BITS) | (u64::from(random) & random_mask);
     let mut last = LAST_SESSION.load(Ordering::Relaxed);
     loop {
         let session = candidate.max(last + 1);
@@ -117,10 +127,10 @@ impl std::fmt::Debug for PublisherState {
 }
 
 impl PublisherState {
-    /// Starts a new session.
-    pub fn new(now_ms: u64) -> Self {
+    /// Starts a new session at `now_ms`, with `random` as its low bits.
+    pub fn new(now_ms: u64, random: u32) -> Self {
         Self {
-            session: next_session(now_ms),
+            session: next_session(now_ms, random),
             next_epoch: 1,
             epochs: HashMap::new(),
             by_audience: HashMap::new(),
@@ -133,6 +143,11 @@ impl PublisherState {
     /// Returns the session number.
     pub fn session(&self) -> u64 {
         self.session
+    }
+
+    /// Returns the number of topics whose audience is cached.
+    pub fn cached_topics(&self) -> usize {
+        self.topic_audience.len()
     }
 
     /// Returns the number of live epochs.
@@ -180,8 +195,9 @@ impl PublisherState {
             }
             .into());
         }
-        // The cache follows the policy version; its size is bounded by the
-        // topics this service publishes on, which a config fixes.
+        if self.topic_audience.len() >= MAX_CACHED_TOPICS {
+            self.topic_audience.clear();
+        }
         self.topic_audience
             .insert(topic.to_owned(), (members.clone(), now_ms));
         Ok(members)

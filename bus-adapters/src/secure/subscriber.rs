@@ -35,6 +35,11 @@ pub const MAX_HELD_AGE_MS: u64 = 10_000;
 /// of it wait.
 pub const GRANT_REQUEST_RETRY_MS: u64 = 1_000;
 
+/// Grant requests sent per second at most, across all publishers. Each
+/// costs three X25519 operations and a publish, and junk messages that
+/// claim new epochs would otherwise make this service send one each.
+pub const MAX_GRANT_REQUESTS_PER_SECOND: u32 = 50;
+
 /// Grants opened per second at most, since each costs two X25519
 /// operations and a forger can attach junk grants to junk messages.
 pub const MAX_GRANT_OPENS_PER_SECOND: u32 = 200;
@@ -68,11 +73,15 @@ pub enum Verdict {
     WrongRecipient,
     /// Dropped by a rate limit before any cryptography.
     RateLimited,
+    /// A grant on the grant topic for an epoch this service did not ask
+    /// for; dropped before any cryptography, so junk grants cannot use up
+    /// the grant-opening budget.
+    Unsolicited,
 }
 
 impl Verdict {
     /// Number of verdicts.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every verdict, in declaration order.
     pub const ALL: [Verdict; Verdict::COUNT] = [
@@ -87,6 +96,7 @@ impl Verdict {
         Verdict::Revoked,
         Verdict::WrongRecipient,
         Verdict::RateLimited,
+        Verdict::Unsolicited,
     ];
 
     /// Returns the stable lowercase name used in logs, metrics and JSON.
@@ -103,6 +113,7 @@ impl Verdict {
             Verdict::Revoked => "revoked",
             Verdict::WrongRecipient => "wrong-recipient",
             Verdict::RateLimited => "rate-limited",
+            Verdict::Unsolicited => "unsolicited",
         }
     }
 
@@ -258,6 +269,7 @@ pub struct SubscriberState {
     held_bytes: usize,
     last_request_ms: HashMap<EpochId, u64>,
     grant_opens: (u64, u32),
+    grant_requests: (u64, u32),
 }
 
 impl std::fmt::Debug for SubscriberState {
@@ -374,6 +386,28 @@ impl SubscriberState {
         bytes: &[u8],
         out: &mut Vec<Inbound>,
     ) {
+        // Grants on the grant topic only ever answer this service's requests.
+        if let Ok(grant) = parse_grant(bytes) {
+            if self
+                .receiver
+                .has_epoch(grant.sender, grant.session, grant.epoch)
+            {
+                // A second answer to a repeated request: nothing to do.
+                return;
+            }
+            let requested = (grant.sender.to_owned(), grant.session, grant.epoch);
+            if grant.recipient == shared.name && !self.last_request_ms.contains_key(&requested) {
+                let detail = format!(
+                    "no grant request is outstanding for session {} epoch {}",
+                    grant.session, grant.epoch
+                );
+                return Self::reject(
+                    shared,
+                    Rejection::new(topic, Verdict::Unsolicited, Some(grant.sender), detail),
+                    out,
+                );
+            }
+        }
         match self.install_grant(shared, topic, bytes) {
             Ok(Some(epoch)) => self.release(shared, &epoch, out),
             Ok(None) => {}
@@ -434,7 +468,13 @@ impl SubscriberState {
             let Ok(parsed) = parse_grant(grant) else {
                 continue;
             };
-            if parsed.recipient != shared.name || parsed.sender != sender {
+            // Only this message's own epoch: a grant for any other epoch
+            // would cost a Diffie-Hellman computation for nothing.
+            if parsed.recipient != shared.name
+                || parsed.sender != sender
+                || parsed.session != message.session
+                || parsed.epoch != message.epoch
+            {
                 continue;
             }
             match self.install_grant(shared, topic, grant) {
@@ -606,6 +646,15 @@ impl SubscriberState {
         let Ok(certificate) = shared.policy.certificate(&epoch.0, now_ms / 1000) else {
             return;
         };
+        let second = now_ms / 1000;
+        if self.grant_requests.0 != second {
+            self.grant_requests = (second, 0);
+        }
+        if self.grant_requests.1 >= MAX_GRANT_REQUESTS_PER_SECOND {
+            // The tick repeats the request while the message waits.
+            return;
+        }
+        self.grant_requests.1 += 1;
         let header = GrantRequestHeader {
             requester: &shared.name,
             publisher: &epoch.0,

@@ -39,12 +39,19 @@ const DISCONNECT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// in `publish`, which gives the caller backpressure.
 const REQUEST_QUEUE_CAPACITY: usize = 64;
 
-/// Bytes added to `MaxMessageSize` for rumqttc's own packet size limits: a
-/// 5-byte fixed header (rumqttc checks incoming packets without it) and a
-/// 2-byte packet identifier. rumqttc closes the connection on a packet over
-/// its limit, so the headroom makes sure that the exact size check of this
-/// module, which drops or rejects single messages, always runs first.
+/// Bytes added to `MaxMessageSize` for rumqttc's outgoing packet size
+/// limit: a 5-byte fixed header and a 2-byte packet identifier, so the
+/// exact size check of this module rejects an oversized publish first.
 const PACKET_LIMIT_HEADROOM: usize = 5 + 2;
+
+/// Largest incoming packet rumqttc reads, in bytes. rumqttc closes the
+/// connection on a larger packet, and a broker that holds such a message
+/// retained would then cut the client off on every reconnect, so this is
+/// far above `MaxMessageSize`: packets between the two are read and dropped
+/// one by one by this module's size check. A packet above this still closes
+/// the connection; brokers should cap message sizes (mosquitto's
+/// `message_size_limit`) at or below it.
+const MAX_INCOMING_PACKET_SIZE: usize = 16 * 1024 * 1024 + PACKET_LIMIT_HEADROOM;
 
 /// State shared by the handle and the event loop task.
 pub(super) struct Shared {
@@ -422,10 +429,11 @@ fn new_client(config: &BusConfig, client_id: &str) -> (AsyncClient, EventLoop) {
     let mut options = MqttOptions::new(client_id, host, config.port);
     options.set_keep_alive(config.keep_alive);
     options.set_clean_session(config.clean_session);
-    let packet_limit = config
+    let outgoing_limit = config
         .max_message_size
         .saturating_add(PACKET_LIMIT_HEADROOM);
-    options.set_max_packet_size(packet_limit, packet_limit);
+    let incoming_limit = outgoing_limit.max(MAX_INCOMING_PACKET_SIZE);
+    options.set_max_packet_size(incoming_limit, outgoing_limit);
 
     let (client, mut eventloop) = AsyncClient::new(options, REQUEST_QUEUE_CAPACITY);
     let mut network = NetworkOptions::new();
