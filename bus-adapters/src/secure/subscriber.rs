@@ -73,9 +73,9 @@ pub enum Verdict {
     WrongRecipient,
     /// Dropped by a rate limit before any cryptography.
     RateLimited,
-    /// A grant on the grant topic for an epoch this service did not ask
-    /// for; dropped before any cryptography, so junk grants cannot use up
-    /// the grant-opening budget.
+    /// A grant on the grant topic for an epoch this service did not
+    /// request. It is dropped before any cryptography, so junk grants cannot
+    /// use up the grant-opening budget.
     Unsolicited,
 }
 
@@ -253,7 +253,8 @@ pub enum Inbound {
 
 type EpochId = (String, u64, u32);
 
-struct Held {
+/// A message waiting for the grant of its epoch.
+struct HeldMessage {
     topic: String,
     bytes: Vec<u8>,
     redelivery: bool,
@@ -265,7 +266,7 @@ struct Held {
 #[derive(Default)]
 pub struct SubscriberState {
     receiver: Receiver,
-    held: VecDeque<Held>,
+    held: VecDeque<HeldMessage>,
     held_bytes: usize,
     last_request_ms: HashMap<EpochId, u64>,
     grant_opens: (u64, u32),
@@ -618,7 +619,7 @@ impl SubscriberState {
             );
         }
         self.held_bytes += bytes.len();
-        self.held.push_back(Held {
+        self.held.push_back(HeldMessage {
             topic: topic.to_owned(),
             bytes: bytes.to_vec(),
             redelivery,
@@ -681,7 +682,7 @@ impl SubscriberState {
     /// Opens the held messages of an epoch whose grant just arrived.
     fn release(&mut self, shared: &Shared, epoch: &EpochId, out: &mut Vec<Inbound>) {
         self.last_request_ms.remove(epoch);
-        let (ready, waiting): (VecDeque<Held>, VecDeque<Held>) =
+        let (ready, waiting): (VecDeque<HeldMessage>, VecDeque<HeldMessage>) =
             self.held.drain(..).partition(|held| &held.epoch == epoch);
         self.held = waiting;
         for held in ready {

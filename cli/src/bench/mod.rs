@@ -199,9 +199,10 @@ pub async fn run(args: &BenchArgs) -> CliResult {
         std::env::current_exe().map_err(|error| CliError::context("current executable", error))?;
 
     let mut cases = Vec::new();
+    let separator = if mqtt_url.contains('?') { '&' } else { '?' };
     for (broker, qos, url) in [
-        ("mqtt", 0u8, format!("{mqtt_url}?Qos=0")),
-        ("mqtt", 1u8, format!("{mqtt_url}?Qos=1")),
+        ("mqtt", 0u8, format!("{mqtt_url}{separator}Qos=0")),
+        ("mqtt", 1u8, format!("{mqtt_url}{separator}Qos=1")),
         ("redis", 0u8, redis_url.clone()),
     ] {
         for subscribers in SUBSCRIBER_COUNTS {
