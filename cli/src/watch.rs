@@ -33,8 +33,25 @@ pub struct WatchArgs {
     /// Exit with status 3 when this many seconds pass before --count lines
     /// (or, without --count, exit 3 when they pass). Without it, watch runs
     /// until interrupted.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
     pub timeout: Option<f64>,
+}
+
+/// Parses `--timeout`, so clap reports a bad value as invalid arguments
+/// (exit status 2) naming the option.
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} is not a positive number of seconds"));
+    }
+    if seconds > MAX_TIMEOUT_S {
+        return Err(format!(
+            "{text:?} is more than the maximum of {MAX_TIMEOUT_S} seconds; leave --timeout out to wait without a limit"
+        ));
+    }
+    Ok(seconds)
 }
 
 /// Runs `sealbus watch`.
@@ -42,20 +59,9 @@ pub async fn run(args: &WatchArgs) -> CliResult {
     if args.count == Some(0) {
         return Ok(0);
     }
-    let deadline = match args.timeout {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
-            return Err(CliError::message(format!(
-                "--timeout {seconds} must be a positive number of seconds"
-            )));
-        }
-        Some(seconds) if seconds > MAX_TIMEOUT_S => {
-            return Err(CliError::message(format!(
-                "--timeout {seconds} is more than the maximum of {MAX_TIMEOUT_S} seconds; leave it out to wait without a limit"
-            )));
-        }
-        Some(seconds) => Some(tokio::time::Instant::now() + Duration::from_secs_f64(seconds)),
-        None => None,
-    };
+    let deadline = args
+        .timeout
+        .map(|seconds| tokio::time::Instant::now() + Duration::from_secs_f64(seconds));
 
     let client = args.service.connect().await?;
     let (messages_tx, mut messages) = mpsc::channel(CHANNEL_CAPACITY);

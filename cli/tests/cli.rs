@@ -442,3 +442,28 @@ fn bench_json_reports_every_case() {
     assert_eq!(memory["delivered"], 200);
     assert_eq!(memory["senders_tracked"], 20);
 }
+
+#[test]
+fn watch_rejects_invalid_timeout() {
+    for timeout in ["0", "-1", "nan", "1e19", "soon"] {
+        // The `=` form keeps clap from reading "-1" as a flag.
+        let option = format!("--timeout={timeout}");
+        let output = sealbus(&[
+            "watch",
+            "--url",
+            "mqtt://127.0.0.1:1",
+            "--identity",
+            "x",
+            "--bundle",
+            "y",
+            "--topic",
+            "t",
+            &option,
+        ]);
+        assert_eq!(output.status.code(), Some(2), "--timeout {timeout}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--timeout"),
+            "--timeout {timeout}"
+        );
+    }
+}
