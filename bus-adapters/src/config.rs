@@ -50,8 +50,8 @@ pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Maximum length of `BusId` in bytes. The security layer binds the bus
 /// context `TYPE:BUSID` into every sealed message, and the envelope format
-/// allows a context of at most 128 bytes; the longest type name is
-/// "memory", so 128 - 7.
+/// allows a context of at most 128 bytes. The longest type name is
+/// "memory", so 7 bytes go to "memory:".
 pub const MAX_BUS_ID_LEN: usize = sealbus_envelope::limits::MAX_CONTEXT_LEN - "memory:".len();
 
 /// Maximum length in bytes of an MQTT UTF-8 string such as a client id.

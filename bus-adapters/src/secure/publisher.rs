@@ -47,9 +47,9 @@ pub const MAX_INLINE_GRANT_BYTES: usize = 16 * 1024;
 /// uses.
 pub const MAX_LIVE_EPOCHS: usize = sealbus_envelope::receiver::MAX_EPOCHS_PER_SENDER;
 
-/// Maximum number of topics whose audience is cached; the cache is
-/// emptied when it is full, since response topics carry request IDs and
-/// would otherwise grow it without end.
+/// Maximum number of topics whose audience is cached. The cache is emptied
+/// when it is full, because response topics carry request IDs and would
+/// otherwise grow it without end.
 pub const MAX_CACHED_TOPICS: usize = 4096;
 
 /// How long in ms a topic's computed audience is reused before the trust
@@ -57,8 +57,8 @@ pub const MAX_CACHED_TOPICS: usize = 4096;
 /// change the audience within this time.
 pub const AUDIENCE_CACHE_TTL_MS: u64 = 60_000;
 
-/// Minimum interval in ms between two answers to the same requester for
-/// the same epoch; requests in between are dropped.
+/// Minimum interval in ms between two responses to the same requester for
+/// the same epoch. Requests in between are dropped.
 pub const GRANT_ANSWER_INTERVAL_MS: u64 = 250;
 
 /// Grant requests whose signature is checked per second at most, across
@@ -492,7 +492,7 @@ impl PublisherState {
             ));
         };
         epoch.last_answer_ms.insert(requester.to_owned(), now_ms);
-        debug!(service = %shared.name, requester, epoch = request.epoch, "answering grant request");
+        debug!(service = %shared.name, requester, epoch = request.epoch, "sending a grant in response to a request");
         Metrics::bump(&shared.metrics.grant_requests_answered);
         Ok((grant_topic(requester), epoch.grants[slot].clone()))
     }

@@ -387,13 +387,14 @@ impl SubscriberState {
         bytes: &[u8],
         out: &mut Vec<Inbound>,
     ) {
-        // Grants on the grant topic only ever answer this service's requests.
+        // Grants on the grant topic are only ever responses to this
+        // service's requests.
         if let Ok(grant) = parse_grant(bytes) {
             if self
                 .receiver
                 .has_epoch(grant.sender, grant.session, grant.epoch)
             {
-                // A second answer to a repeated request: nothing to do.
+                // A second response to a repeated request: nothing to do.
                 return;
             }
             let requested = (grant.sender.to_owned(), grant.session, grant.epoch);

@@ -45,10 +45,10 @@ const REQUEST_QUEUE_CAPACITY: usize = 64;
 const PACKET_LIMIT_HEADROOM: usize = 5 + 2;
 
 /// Largest incoming packet rumqttc reads, in bytes. rumqttc closes the
-/// connection on a larger packet, and a broker that holds such a message
-/// retained would then cut the client off on every reconnect, so this is
-/// far above `MaxMessageSize`: packets between the two are read and dropped
-/// one by one by this module's size check. A packet above this still closes
+/// connection on a larger packet, and a broker that keeps such a message
+/// retained would then cut the client off on every reconnect. So this is
+/// far above `MaxMessageSize`, and this module's size check reads and drops
+/// the packets between the two one by one. A packet above this still closes
 /// the connection; brokers should cap message sizes (mosquitto's
 /// `message_size_limit`) at or below it.
 const MAX_INCOMING_PACKET_SIZE: usize = 16 * 1024 * 1024 + PACKET_LIMIT_HEADROOM;
