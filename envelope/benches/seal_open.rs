@@ -228,8 +228,7 @@ fn sealed_layout(message: &MessageEnvelope) -> (usize, usize) {
         .unwrap();
     let header_len = 4 + 1 + "device-virtual".len() + 8 + 4 + 8 + 8 + 2 + 4;
     let body_len = sealed.len() - header_len - 16;
-    let associated_data_len =
-        "sealbus-data-v1".len() + 1 + "mqtt".len() + 2 + TOPIC.len() + header_len;
+    let associated_data_len = header_len + 1 + "mqtt".len() + 2 + TOPIC.len();
     (body_len, associated_data_len)
 }
 

@@ -12,7 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{varint_len, Reader, Writer};
 use crate::error::{EnvelopeError, Malformed};
 use crate::limits::{MAX_FIELD_LEN, MAX_QUERY_PARAMS, MAX_SEALED_SIZE};
 
@@ -29,7 +29,10 @@ pub const CONTENT_TYPE_CBOR: &str = "application/cbor";
 pub const CONTENT_TYPE_TEXT: &str = "text/plain";
 
 /// Version byte at the start of the encrypted body.
-const BODY_VERSION: u8 = 1;
+const BODY_VERSION: u8 = 2;
+
+/// Body flag bit: the payload is empty and was JSON `null` (Go's nil slice).
+const BODY_FLAG_NULL_PAYLOAD: u8 = 0x01;
 
 /// An EdgeX message bus envelope, as go-mod-messaging 3.x defines it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,44 +195,50 @@ impl MessageEnvelope {
     }
 
     /// Encodes the fields that travel encrypted (everything except
-    /// `receivedTopic`, which the receiver fills in).
+    /// `receivedTopic`, which the receiver fills in). The payload comes
+    /// last and runs to the end of the body, so it needs no length.
     pub(crate) fn encode_body(&self, out: &mut Vec<u8>) {
         out.put_u8(BODY_VERSION);
-        out.put_string16(&self.api_version);
-        out.put_string16(&self.correlation_id);
-        out.put_string16(&self.request_id);
-        out.put_i64(self.error_code);
-        out.put_string16(&self.content_type);
-        out.put_u16(self.query_params.len() as u16);
+        out.put_u8(self.body_flags());
+        out.put_text(&self.api_version);
+        out.put_text(&self.correlation_id);
+        out.put_text(&self.request_id);
+        out.put_signed_varint(self.error_code);
+        out.put_text(&self.content_type);
+        out.put_varint(self.query_params.len() as u64);
         for (key, value) in &self.query_params {
-            out.put_string16(key);
-            out.put_string16(value);
+            out.put_text(key);
+            out.put_text(value);
         }
-        out.put_u8(u8::from(self.payload_is_null && self.payload.is_empty()));
-        out.put_u32(self.payload.len() as u32);
         out.extend_from_slice(&self.payload);
+    }
+
+    fn body_flags(&self) -> u8 {
+        if self.payload_is_null && self.payload.is_empty() {
+            BODY_FLAG_NULL_PAYLOAD
+        } else {
+            0
+        }
     }
 
     /// Returns the encoded body length, so buffers are sized once.
     pub(crate) fn body_len(&self) -> usize {
+        fn text_len(text: &str) -> usize {
+            varint_len(text.len() as u64) + text.len()
+        }
         let params: usize = self
             .query_params
             .iter()
-            .map(|(key, value)| 4 + key.len() + value.len())
+            .map(|(key, value)| text_len(key) + text_len(value))
             .sum();
-        1 + 2
-            + self.api_version.len()
-            + 2
-            + self.correlation_id.len()
-            + 2
-            + self.request_id.len()
-            + 8
-            + 2
-            + self.content_type.len()
-            + 2
+        let zigzag = ((self.error_code << 1) ^ (self.error_code >> 63)) as u64;
+        2 + text_len(&self.api_version)
+            + text_len(&self.correlation_id)
+            + text_len(&self.request_id)
+            + varint_len(zigzag)
+            + text_len(&self.content_type)
+            + varint_len(self.query_params.len() as u64)
             + params
-            + 1
-            + 4
             + self.payload.len()
     }
 
@@ -241,21 +250,25 @@ impl MessageEnvelope {
         if version != BODY_VERSION {
             return Err(Malformed::UnsupportedVersion(version));
         }
-        let api_version = reader.string16(MAX_FIELD_LEN, "apiVersion")?.to_owned();
-        let correlation_id = reader.string16(MAX_FIELD_LEN, "correlationID")?.to_owned();
-        let request_id = reader.string16(MAX_FIELD_LEN, "requestID")?.to_owned();
-        let error_code = reader.i64("errorCode")?;
-        let content_type = reader.string16(MAX_FIELD_LEN, "contentType")?.to_owned();
+        let flags = reader.u8("body flags")?;
+        if flags & !BODY_FLAG_NULL_PAYLOAD != 0 {
+            return Err(Malformed::ReservedFlags(flags));
+        }
+        let api_version = reader.text(MAX_FIELD_LEN, "apiVersion")?.to_owned();
+        let correlation_id = reader.text(MAX_FIELD_LEN, "correlationID")?.to_owned();
+        let request_id = reader.text(MAX_FIELD_LEN, "requestID")?.to_owned();
+        let error_code = reader.signed_varint("errorCode")?;
+        let content_type = reader.text(MAX_FIELD_LEN, "contentType")?.to_owned();
 
-        let param_count = usize::from(reader.u16("queryParams count")?);
-        if param_count > MAX_QUERY_PARAMS {
+        let param_count = reader.varint("queryParams count")?;
+        if param_count > MAX_QUERY_PARAMS as u64 {
             return Err(Malformed::OutOfRange("queryParams count"));
         }
         let mut query_params = BTreeMap::new();
         let mut previous_key: Option<&str> = None;
         for _ in 0..param_count {
-            let key = reader.string16(MAX_FIELD_LEN, "queryParams key")?;
-            let value = reader.string16(MAX_FIELD_LEN, "queryParams value")?;
+            let key = reader.text(MAX_FIELD_LEN, "queryParams key")?;
+            let value = reader.text(MAX_FIELD_LEN, "queryParams value")?;
             // Keys are written in sorted order, so one encoding per envelope.
             if previous_key.is_some_and(|previous| previous >= key) {
                 return Err(Malformed::OutOfRange("queryParams order"));
@@ -264,18 +277,11 @@ impl MessageEnvelope {
             query_params.insert(key.to_owned(), value.to_owned());
         }
 
-        let payload_is_null = match reader.u8("payload null flag")? {
-            0 => false,
-            1 => true,
-            _ => return Err(Malformed::OutOfRange("payload null flag")),
-        };
-        let payload_len = reader.u32("payload length")? as usize;
-        if payload_is_null && payload_len != 0 {
+        let payload_start = reader.position();
+        let payload_is_null = flags & BODY_FLAG_NULL_PAYLOAD != 0;
+        if payload_is_null && !reader.rest().is_empty() {
             return Err(Malformed::OutOfRange("payload null flag"));
         }
-        let payload_start = reader.position();
-        reader.take(payload_len, "payload")?;
-        reader.finish("body")?;
         let mut payload = body;
         payload.drain(..payload_start);
 
@@ -391,11 +397,17 @@ mod tests {
         );
     }
 
+    /// Length of the encoded fields before the payload.
+    fn fields_len(envelope: &MessageEnvelope) -> usize {
+        envelope.body_len() - envelope.payload.len()
+    }
+
     #[test]
-    fn body_rejects_every_truncation() {
+    fn body_rejects_every_truncation_of_the_fields() {
+        let envelope = sample();
         let mut body = Vec::new();
-        sample().encode_body(&mut body);
-        for len in 0..body.len() {
+        envelope.encode_body(&mut body);
+        for len in 0..fields_len(&envelope) {
             assert!(
                 MessageEnvelope::decode_body(body[..len].to_vec(), "t").is_err(),
                 "prefix of {len} bytes accepted"
@@ -404,13 +416,120 @@ mod tests {
     }
 
     #[test]
-    fn body_rejects_trailing_bytes() {
+    fn body_payload_runs_to_the_end() {
+        let envelope = sample();
         let mut body = Vec::new();
-        sample().encode_body(&mut body);
+        envelope.encode_body(&mut body);
+        body.push(b'!');
+        let decoded = MessageEnvelope::decode_body(body, "t").unwrap();
+        assert_eq!(decoded.payload, b"{\"a\":1}!");
+    }
+
+    #[test]
+    fn body_keeps_null_and_empty_payloads_apart() {
+        for is_null in [false, true] {
+            let mut envelope = MessageEnvelope::new(Vec::new(), "c", CONTENT_TYPE_JSON);
+            envelope.payload_is_null = is_null;
+            let mut body = Vec::new();
+            envelope.encode_body(&mut body);
+            let decoded = MessageEnvelope::decode_body(body, "t").unwrap();
+            assert_eq!(decoded.payload_is_null, is_null);
+            assert!(decoded.payload.is_empty());
+        }
+    }
+
+    #[test]
+    fn body_rejects_a_null_flag_with_payload_bytes() {
+        let mut envelope = MessageEnvelope::new(Vec::new(), "c", CONTENT_TYPE_JSON);
+        envelope.payload_is_null = true;
+        let mut body = Vec::new();
+        envelope.encode_body(&mut body);
         body.push(0);
         assert_eq!(
             MessageEnvelope::decode_body(body, "t"),
-            Err(Malformed::TrailingBytes("body"))
+            Err(Malformed::OutOfRange("payload null flag"))
         );
+    }
+
+    #[test]
+    fn body_rejects_reserved_flags_and_other_versions() {
+        let mut body = Vec::new();
+        sample().encode_body(&mut body);
+        let mut flagged = body.clone();
+        flagged[1] |= 0x02;
+        assert_eq!(
+            MessageEnvelope::decode_body(flagged, "t"),
+            Err(Malformed::ReservedFlags(0x02))
+        );
+        body[0] = 1;
+        assert_eq!(
+            MessageEnvelope::decode_body(body, "t"),
+            Err(Malformed::UnsupportedVersion(1))
+        );
+    }
+
+    #[test]
+    fn body_round_trips_extreme_values() {
+        for error_code in [0, 1, -1, 63, -64, 64, i64::MAX, i64::MIN] {
+            let mut envelope = sample();
+            envelope.error_code = error_code;
+            envelope.correlation_id = "x".repeat(MAX_FIELD_LEN);
+            let mut body = Vec::new();
+            envelope.encode_body(&mut body);
+            assert_eq!(body.len(), envelope.body_len(), "error code {error_code}");
+            let decoded = MessageEnvelope::decode_body(body, "").unwrap();
+            assert_eq!(decoded, envelope);
+        }
+    }
+
+    #[test]
+    fn body_rejects_a_field_over_its_limit() {
+        let mut envelope = sample();
+        envelope.api_version = "v".repeat(MAX_FIELD_LEN + 1);
+        let mut body = Vec::new();
+        envelope.encode_body(&mut body);
+        assert_eq!(
+            MessageEnvelope::decode_body(body, "t"),
+            Err(Malformed::OutOfRange("apiVersion"))
+        );
+    }
+
+    proptest::proptest! {
+        /// The body encoding is canonical: whatever decodes encodes back to
+        /// the same bytes, so two bodies never mean the same envelope. Inputs
+        /// are valid bodies with bytes changed, inserted, stretched into
+        /// longer varints or cut, which reach deeper than random bytes.
+        #[test]
+        fn decoded_bodies_encode_back_to_the_same_bytes(
+            correlation in "[ -~]{0,200}",
+            error_code in proptest::num::i64::ANY,
+            params in proptest::collection::btree_map("[a-z]{1,8}", "[ -~]{0,150}", 0..4),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            edits in proptest::collection::vec((proptest::num::usize::ANY, proptest::num::u8::ANY, 0u8..4), 0..4),
+        ) {
+            let mut envelope = MessageEnvelope::new(payload, correlation, CONTENT_TYPE_JSON);
+            envelope.error_code = error_code;
+            envelope.query_params = params;
+            let mut body = Vec::new();
+            envelope.encode_body(&mut body);
+            for (position, byte, action) in edits {
+                let position = position % (body.len() + 1);
+                match action {
+                    0 if position < body.len() => body[position] = byte,
+                    1 => body.insert(position, byte),
+                    // Spells a one-byte varint in two bytes.
+                    2 if position < body.len() && body[position] < 0x80 => {
+                        body[position] |= 0x80;
+                        body.insert(position + 1, 0);
+                    }
+                    _ => body.truncate(position),
+                }
+            }
+            if let Ok(decoded) = MessageEnvelope::decode_body(body.clone(), "t") {
+                let mut encoded = Vec::new();
+                decoded.encode_body(&mut encoded);
+                proptest::prop_assert_eq!(encoded, body);
+            }
+        }
     }
 }

@@ -26,9 +26,6 @@ use crate::limits::{
 };
 use crate::{check_name, KIND_DATA};
 
-/// Domain prefix of the associated data of every data message.
-const DATA_DOMAIN: &[u8] = b"sealbus-data-v1";
-
 /// Flag bit: a grants section follows the origin tags.
 const FLAG_GRANTS: u8 = 0x01;
 
@@ -62,9 +59,11 @@ impl Route<'_> {
         Ok(())
     }
 
-    /// Builds the associated data: domain, context, topic, then the header.
+    /// Builds the associated data: the header, then context and topic. The
+    /// header starts with the magic, version and kind bytes, which separate
+    /// it from every other use of a key.
     fn associated_data(&self, header: &[u8]) -> AssociatedData {
-        let len = DATA_DOMAIN.len() + 1 + self.context.len() + 2 + self.topic.len() + header.len();
+        let len = header.len() + 1 + self.context.len() + 2 + self.topic.len();
         let mut ad = if len <= INLINE_ASSOCIATED_DATA_LEN {
             AssociatedData::Inline {
                 bytes: [0; INLINE_ASSOCIATED_DATA_LEN],
@@ -73,12 +72,11 @@ impl Route<'_> {
         } else {
             AssociatedData::Heap(Vec::with_capacity(len))
         };
-        ad.push(DATA_DOMAIN);
+        ad.push(header);
         ad.push(&[self.context.len() as u8]);
         ad.push(self.context.as_bytes());
         ad.push(&(self.topic.len() as u16).to_be_bytes());
         ad.push(self.topic.as_bytes());
-        ad.push(header);
         ad
     }
 }

@@ -351,7 +351,28 @@ fn generated_vectors() -> Value {
         "audience_key": hex32(0xA1), "origin_keys": [hex32(0xB1), hex32(0xB2), hex32(0xB3)], "recipient_slot": 2,
         "envelope": serde_json::to_value(&request).unwrap(),
     });
-    let mut vectors = vec![grant, grant_request, single, three];
+    // Multi-byte varints, a negative error code and an empty payload that
+    // is not null: the body encodings a one-byte case cannot check.
+    let mut response = MessageEnvelope::from_json(
+        &std::fs::read(fixtures_dir().join("command-response-error.json")).unwrap(),
+    )
+    .unwrap();
+    response.error_code = -129;
+    response.payload.clear();
+    response.payload_is_null = false;
+    response
+        .query_params
+        .insert("detail".into(), "e".repeat(200));
+    let unusual = json!({
+        "name": "response with an empty payload, error code -129 and a 200-byte parameter",
+        "kind": "data",
+        "sender": "core-command", "session": 43, "epoch": 2, "sequence": 5,
+        "timestamp_ms": 1_733_300_001_000u64, "context": "mqtt",
+        "topic": response.received_topic.clone(),
+        "audience_key": hex32(0xA2), "origin_keys": [hex32(0xB4), hex32(0xB5)], "recipient_slot": 1,
+        "envelope": serde_json::to_value(&response).unwrap(),
+    });
+    let mut vectors = vec![grant, grant_request, single, three, unusual];
     let grant_bytes = compute(&vectors[0]);
     let mut with_grant = vectors[2].clone();
     with_grant["name"] = json!("reading with its grant inline");
