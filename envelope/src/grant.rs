@@ -11,8 +11,6 @@
 //! from a subscriber to a publisher, naming the session and epoch whose
 //! grant the subscriber is missing.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use snow::params::NoiseParams;
 use zeroize::Zeroizing;
 
@@ -20,6 +18,7 @@ use crate::codec::{Reader, Writer};
 use crate::error::{AuthError, AuthFailure, EnvelopeError, Malformed};
 use crate::keys::{EpochKeys, StaticKeypair, SymmetricKey};
 use crate::limits::{AEAD_TAG_LEN, KEY_LEN, MAGIC, MAX_RECIPIENTS, WIRE_VERSION};
+use crate::noise_dh::{self, StaticKeyResolver};
 use crate::{check_name, check_timestamp, KIND_GRANT, KIND_GRANT_REQUEST};
 
 /// Noise protocol name of grants and grant requests.
@@ -46,21 +45,16 @@ const REQUEST_PAYLOAD_VERSION: u8 = 1;
 /// Noise message of a grant request: ephemeral key, one payload byte, tag.
 pub const REQUEST_NOISE_LEN: usize = KEY_LEN + 1 + AEAD_TAG_LEN;
 
-/// X25519 operations performed by the grant handshakes of this process.
-static X25519_OPERATIONS: AtomicU64 = AtomicU64::new(0);
-
-/// X25519 operations of one `Noise_K` initiator message: generating the
-/// ephemeral key, `es` and `ss`.
-const INITIATOR_X25519_OPERATIONS: u64 = 3;
-
-/// X25519 operations of reading one `Noise_K` initiator message: `es`, `ss`.
-const RESPONDER_X25519_OPERATIONS: u64 = 2;
-
-/// Returns how many X25519 operations this process has performed through
-/// grants and grant requests. Data messages perform none, so this count
-/// stays still in steady state; tests and benchmarks read it to prove that.
+/// Returns how many X25519 scalar multiplications the grant and grant
+/// request handshakes of this process have done. Each ephemeral key drawn,
+/// each public key derived from a private key and each DH counts one. The
+/// local static key's public half is reused, not derived, so sealing a grant
+/// or request costs 3 (ephemeral key, `es`, `ss`) and opening one costs 2
+/// (`es`, `ss`). A fixed test ephemeral key counts as one derivation, so
+/// sealing with one also costs 3. Data messages do none, so the count stays
+/// still in steady state. Tests and benchmarks read it to show that.
 pub fn x25519_operation_count() -> u64 {
-    X25519_OPERATIONS.load(Ordering::Relaxed)
+    noise_dh::x25519_operation_count()
 }
 
 fn noise_params() -> NoiseParams {
@@ -69,6 +63,14 @@ fn noise_params() -> NoiseParams {
     GRANT_NOISE_PATTERN
         .parse()
         .expect("valid Noise pattern name")
+}
+
+/// Starts a handshake builder with `local` as the static key. The resolver
+/// and the private key come from the same pair, so snow takes the public key
+/// from `local` instead of deriving it.
+fn noise_builder(local: &StaticKeypair) -> Result<snow::Builder<'_>, snow::Error> {
+    let resolver = Box::new(StaticKeyResolver::new(local.clone()));
+    snow::Builder::with_resolver(noise_params(), resolver).local_private_key(local.secret())
 }
 
 /// A grant whose header has been parsed but whose Noise message has not been
@@ -177,8 +179,7 @@ fn write_one_way(
     payload: &[u8],
     message_len: usize,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let mut builder = snow::Builder::new(noise_params())
-        .local_private_key(local.secret())
+    let mut builder = noise_builder(local)
         .and_then(|builder| builder.remote_public_key(remote_public))
         .and_then(|builder| builder.prologue(prologue))
         .map_err(|_| EnvelopeError::InvalidKey("X25519"))?;
@@ -188,7 +189,6 @@ fn write_one_way(
     let mut handshake = builder
         .build_initiator()
         .map_err(|_| EnvelopeError::InvalidKey("X25519"))?;
-    X25519_OPERATIONS.fetch_add(INITIATOR_X25519_OPERATIONS, Ordering::Relaxed);
     let mut message = vec![0u8; message_len];
     let written = handshake
         .write_message(payload, &mut message)
@@ -206,13 +206,11 @@ fn read_one_way(
     payload: &mut [u8],
     failure: AuthFailure,
 ) -> Result<usize, EnvelopeError> {
-    let mut handshake = snow::Builder::new(noise_params())
-        .local_private_key(local.secret())
+    let mut handshake = noise_builder(local)
         .and_then(|builder| builder.remote_public_key(remote_public))
         .and_then(|builder| builder.prologue(prologue))
         .and_then(|builder| builder.build_responder())
         .map_err(|_| EnvelopeError::InvalidKey("X25519"))?;
-    X25519_OPERATIONS.fetch_add(RESPONDER_X25519_OPERATIONS, Ordering::Relaxed);
     handshake
         .read_message(message, payload)
         .map_err(|_| EnvelopeError::Authentication(AuthError::new(failure)))
@@ -443,5 +441,349 @@ impl ParsedGrantRequest<'_> {
             return Err(Malformed::OutOfRange("grant request payload").into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Interoperability of the grant handshakes with snow's default resolver,
+    //! and the handling of static key pairs whose halves do not match.
+
+    use super::*;
+
+    const NOW_MS: u64 = 1_780_000_000_000;
+
+    const GRANT_HEADER: GrantHeader<'static> = GrantHeader {
+        sender: "device-virtual",
+        recipient: "core-data",
+        session: 42,
+        epoch: 7,
+    };
+
+    const REQUEST_HEADER: GrantRequestHeader<'static> = GrantRequestHeader {
+        requester: "core-data",
+        publisher: "device-virtual",
+        session: 42,
+        epoch: 7,
+        timestamp_ms: NOW_MS,
+    };
+
+    fn public_of(secret: [u8; KEY_LEN]) -> [u8; KEY_LEN] {
+        x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret)).to_bytes()
+    }
+
+    fn keypair(seed: u8) -> StaticKeypair {
+        StaticKeypair::new([seed; KEY_LEN], public_of([seed; KEY_LEN]))
+    }
+
+    fn epoch_keys() -> EpochKeys {
+        EpochKeys {
+            audience_key: SymmetricKey::from_bytes([0xA1; KEY_LEN]),
+            origin_key: SymmetricKey::from_bytes([0xB2; KEY_LEN]),
+            slot: 2,
+            audience_size: 3,
+        }
+    }
+
+    /// Starts a handshake builder with snow's own default resolver, which
+    /// derives the public key of `local_secret` itself.
+    fn default_builder<'a>(
+        local_secret: &'a [u8; KEY_LEN],
+        remote_public: &'a [u8; KEY_LEN],
+        prologue: &'a [u8],
+    ) -> snow::Builder<'a> {
+        snow::Builder::new(noise_params())
+            .local_private_key(local_secret)
+            .unwrap()
+            .remote_public_key(remote_public)
+            .unwrap()
+            .prologue(prologue)
+            .unwrap()
+    }
+
+    /// Writes a one-way message with snow's default resolver.
+    fn default_write(
+        prologue: &[u8],
+        local: &StaticKeypair,
+        remote_public: &[u8; KEY_LEN],
+        ephemeral: Option<&[u8; KEY_LEN]>,
+        payload: &[u8],
+        message_len: usize,
+    ) -> Vec<u8> {
+        let mut builder = default_builder(local.secret(), remote_public, prologue);
+        if let Some(ephemeral) = ephemeral {
+            builder = builder.fixed_ephemeral_key_for_testing_only(ephemeral);
+        }
+        let mut handshake = builder.build_initiator().unwrap();
+        let mut message = vec![0u8; message_len];
+        let written = handshake.write_message(payload, &mut message).unwrap();
+        assert_eq!(written, message_len, "default resolver message length");
+        message
+    }
+
+    /// Reads a one-way message with snow's default resolver.
+    fn default_read(
+        prologue: &[u8],
+        local: &StaticKeypair,
+        remote_public: &[u8; KEY_LEN],
+        message: &[u8],
+    ) -> Result<Vec<u8>, snow::Error> {
+        let mut handshake =
+            default_builder(local.secret(), remote_public, prologue).build_responder()?;
+        let mut payload = vec![0u8; message.len()];
+        let len = handshake.read_message(message, &mut payload)?;
+        payload.truncate(len);
+        Ok(payload)
+    }
+
+    fn request_header_bytes(bytes: &[u8]) -> &[u8] {
+        parse_grant_request(bytes).unwrap().header
+    }
+
+    #[test]
+    fn grant_opens_with_default_resolver() {
+        let sender = keypair(1);
+        let recipient = keypair(2);
+        let keys = epoch_keys();
+
+        let grant = seal_grant(&GRANT_HEADER, &keys, &sender, recipient.public(), None).unwrap();
+        let parsed = parse_grant(&grant).unwrap();
+        let payload = default_read(
+            &prologue(GRANT_PROLOGUE, parsed.header),
+            &recipient,
+            sender.public(),
+            parsed.noise,
+        )
+        .unwrap();
+
+        assert_eq!(payload.len(), GRANT_PAYLOAD_LEN);
+        assert_eq!(payload[0], GRANT_PAYLOAD_VERSION);
+        assert_eq!(&payload[1..33], keys.audience_key.expose_secret());
+        assert_eq!(&payload[33..65], keys.origin_key.expose_secret());
+        assert_eq!(&payload[65..69], &[0, 2, 0, 3]);
+    }
+
+    #[test]
+    fn default_resolver_grant_opens() {
+        let sender = keypair(1);
+        let recipient = keypair(2);
+        let keys = epoch_keys();
+        let mut payload = [0u8; GRANT_PAYLOAD_LEN];
+        payload[0] = GRANT_PAYLOAD_VERSION;
+        payload[1..33].copy_from_slice(keys.audience_key.expose_secret());
+        payload[33..65].copy_from_slice(keys.origin_key.expose_secret());
+        payload[65..69].copy_from_slice(&[0, 2, 0, 3]);
+
+        let mut grant = encode_grant_header(&GRANT_HEADER);
+        let noise = default_write(
+            &prologue(GRANT_PROLOGUE, &grant),
+            &sender,
+            recipient.public(),
+            None,
+            &payload,
+            GRANT_NOISE_LEN,
+        );
+        grant.put_u16(GRANT_NOISE_LEN as u16);
+        grant.extend_from_slice(&noise);
+        let opened = parse_grant(&grant)
+            .unwrap()
+            .open("core-data", &recipient, sender.public())
+            .unwrap();
+
+        assert_eq!(opened, keys);
+    }
+
+    #[test]
+    fn grant_bytes_match_default_resolver() {
+        // With the same fixed ephemeral key, both resolvers must write the
+        // same bytes, so every DH and the hashed public keys agree.
+        let sender = keypair(1);
+        let recipient = keypair(2);
+        let ephemeral = [0x5E; KEY_LEN];
+        let keys = epoch_keys();
+
+        let grant = seal_grant(
+            &GRANT_HEADER,
+            &keys,
+            &sender,
+            recipient.public(),
+            Some(&ephemeral),
+        )
+        .unwrap();
+        let parsed = parse_grant(&grant).unwrap();
+        let payload = default_read(
+            &prologue(GRANT_PROLOGUE, parsed.header),
+            &recipient,
+            sender.public(),
+            parsed.noise,
+        )
+        .unwrap();
+        let expected = default_write(
+            &prologue(GRANT_PROLOGUE, parsed.header),
+            &sender,
+            recipient.public(),
+            Some(&ephemeral),
+            &payload,
+            GRANT_NOISE_LEN,
+        );
+
+        assert_eq!(parsed.noise, expected.as_slice());
+    }
+
+    #[test]
+    fn request_verifies_with_default_resolver() {
+        let requester = keypair(2);
+        let publisher = keypair(1);
+
+        let request =
+            seal_grant_request(&REQUEST_HEADER, &requester, publisher.public(), None).unwrap();
+        let parsed = parse_grant_request(&request).unwrap();
+        let payload = default_read(
+            &prologue(REQUEST_PROLOGUE, parsed.header),
+            &publisher,
+            requester.public(),
+            parsed.noise,
+        )
+        .unwrap();
+
+        assert_eq!(payload, [REQUEST_PAYLOAD_VERSION]);
+    }
+
+    #[test]
+    fn default_resolver_request_verifies() {
+        let requester = keypair(2);
+        let publisher = keypair(1);
+        // Seal once only to get the header bytes, then replace the Noise
+        // message with one written by snow's default resolver.
+        let sealed =
+            seal_grant_request(&REQUEST_HEADER, &requester, publisher.public(), None).unwrap();
+        let mut request = request_header_bytes(&sealed).to_vec();
+
+        let noise = default_write(
+            &prologue(REQUEST_PROLOGUE, &request),
+            &requester,
+            publisher.public(),
+            None,
+            &[REQUEST_PAYLOAD_VERSION],
+            REQUEST_NOISE_LEN,
+        );
+        request.put_u16(REQUEST_NOISE_LEN as u16);
+        request.extend_from_slice(&noise);
+        assert_ne!(
+            request, sealed,
+            "the default resolver drew the same ephemeral key"
+        );
+        let result = parse_grant_request(&request).unwrap().verify(
+            "device-virtual",
+            &publisher,
+            requester.public(),
+            NOW_MS,
+        );
+
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    /// Builds a key pair whose public half belongs to another secret, and
+    /// returns it with its true and its claimed public key.
+    fn mismatched_keypair(seed: u8) -> (StaticKeypair, [u8; KEY_LEN], [u8; KEY_LEN]) {
+        let true_public = public_of([seed; KEY_LEN]);
+        let claimed_public = public_of([0xEE; KEY_LEN]);
+        let pair = StaticKeypair::new([seed; KEY_LEN], claimed_public);
+        (pair, true_public, claimed_public)
+    }
+
+    fn is_authentication_error<T: std::fmt::Debug>(result: &Result<T, EnvelopeError>) -> bool {
+        matches!(result, Err(EnvelopeError::Authentication(_)))
+    }
+
+    #[test]
+    fn mismatched_sender_grant_is_rejected() {
+        let (sender, true_public, claimed_public) = mismatched_keypair(1);
+        let recipient = keypair(2);
+        let grant = seal_grant(
+            &GRANT_HEADER,
+            &epoch_keys(),
+            &sender,
+            recipient.public(),
+            None,
+        )
+        .unwrap();
+        let parsed = parse_grant(&grant).unwrap();
+
+        // The recipient rejects the grant whichever public key it believes
+        // the sender has.
+        for (belief, sender_public) in [("true", true_public), ("claimed", claimed_public)] {
+            let result = parsed.open("core-data", &recipient, &sender_public);
+            assert!(is_authentication_error(&result), "{belief}: {result:?}");
+        }
+
+        // The same grant from a matching pair opens, so the failures above
+        // come from the mismatch alone.
+        let genuine = seal_grant(
+            &GRANT_HEADER,
+            &epoch_keys(),
+            &keypair(1),
+            recipient.public(),
+            None,
+        )
+        .unwrap();
+        let result = parse_grant(&genuine)
+            .unwrap()
+            .open("core-data", &recipient, &true_public);
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn mismatched_recipient_cannot_open() {
+        let sender = keypair(1);
+        let (recipient, true_public, claimed_public) = mismatched_keypair(2);
+
+        for (belief, recipient_public) in [("true", true_public), ("claimed", claimed_public)] {
+            let grant = seal_grant(
+                &GRANT_HEADER,
+                &epoch_keys(),
+                &sender,
+                &recipient_public,
+                None,
+            )
+            .unwrap();
+            let result =
+                parse_grant(&grant)
+                    .unwrap()
+                    .open("core-data", &recipient, sender.public());
+            assert!(is_authentication_error(&result), "{belief}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn mismatched_requester_is_rejected() {
+        let (requester, true_public, claimed_public) = mismatched_keypair(2);
+        let publisher = keypair(1);
+        let request =
+            seal_grant_request(&REQUEST_HEADER, &requester, publisher.public(), None).unwrap();
+        let parsed = parse_grant_request(&request).unwrap();
+
+        for (belief, requester_public) in [("true", true_public), ("claimed", claimed_public)] {
+            let result = parsed.verify("device-virtual", &publisher, &requester_public, NOW_MS);
+            assert!(is_authentication_error(&result), "{belief}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn mismatched_publisher_cannot_verify() {
+        let requester = keypair(2);
+        let (publisher, true_public, claimed_public) = mismatched_keypair(1);
+
+        for (belief, publisher_public) in [("true", true_public), ("claimed", claimed_public)] {
+            let request =
+                seal_grant_request(&REQUEST_HEADER, &requester, &publisher_public, None).unwrap();
+            let result = parse_grant_request(&request).unwrap().verify(
+                "device-virtual",
+                &publisher,
+                requester.public(),
+                NOW_MS,
+            );
+            assert!(is_authentication_error(&result), "{belief}: {result:?}");
+        }
     }
 }

@@ -38,6 +38,7 @@ pub mod grant;
 mod keys;
 pub mod limits;
 pub mod message;
+mod noise_dh;
 pub mod receiver;
 pub mod replay;
 
