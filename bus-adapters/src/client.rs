@@ -16,6 +16,7 @@
 //! matches the topic, rejections to the error channels of those
 //! subscriptions, and grant requests and answers back to the broker.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,6 +67,9 @@ struct Inner {
     transport: Transport,
     engine: Mutex<Engine>,
     routes: Mutex<Vec<Route>>,
+    /// Bumped under the `routes` lock on every change, so the dispatcher
+    /// can detect that its cached matches are stale.
+    routes_generation: AtomicU64,
     next_route_id: Mutex<u64>,
     name: String,
     shutdown: watch::Sender<bool>,
@@ -135,6 +139,7 @@ impl SecureMessageClient {
             transport,
             engine: Mutex::new(engine),
             routes: Mutex::new(Vec::new()),
+            routes_generation: AtomicU64::new(0),
             next_route_id: Mutex::new(0),
             name: name.clone(),
             shutdown,
@@ -233,12 +238,14 @@ impl SecureMessageClient {
             *next += 1;
             *next
         };
-        lock(&self.inner.routes).push(Route {
+        let mut routes = lock(&self.inner.routes);
+        routes.push(Route {
             id,
             filter: filter.to_owned(),
             messages,
             errors,
         });
+        self.inner.routes_generation.fetch_add(1, Ordering::Release);
         id
     }
 
@@ -246,6 +253,7 @@ impl SecureMessageClient {
         let mut routes = lock(&self.inner.routes);
         let position = routes.iter().position(|route| route.id == id)?;
         let removed = routes.remove(position);
+        self.inner.routes_generation.fetch_add(1, Ordering::Release);
         let still_used = routes.iter().any(|route| route.filter == removed.filter);
         (!still_used).then_some(removed.filter)
     }
@@ -300,7 +308,11 @@ impl SecureMessageClient {
     /// # Errors
     /// Returns the transport's unsubscribe errors.
     pub async fn unsubscribe(&self, topics: &[&str]) -> Result<(), AdapterError> {
-        lock(&self.inner.routes).retain(|route| !topics.contains(&route.filter.as_str()));
+        {
+            let mut routes = lock(&self.inner.routes);
+            routes.retain(|route| !topics.contains(&route.filter.as_str()));
+            self.inner.routes_generation.fetch_add(1, Ordering::Release);
+        }
         let filters: Vec<String> = topics.iter().map(|topic| (*topic).to_owned()).collect();
         self.inner.transport.unsubscribe(&filters).await
     }
@@ -454,6 +466,7 @@ async fn dispatch(
     let requests = grant_request_topic(&inner.name);
     let mut ticker = tokio::time::interval(TICK_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut cache = RouteCache::default();
     loop {
         let mut out = Vec::new();
         tokio::select! {
@@ -465,22 +478,72 @@ async fn dispatch(
             }
             message = incoming.recv() => {
                 let Some(message) = message else { break };
-                handle_incoming(&inner, &grants, &requests, message, &mut out).await;
+                handle_incoming(&inner, &mut cache, &grants, &requests, message, &mut out);
                 // Under load, take what is already queued before routing, so
                 // one wake-up of this task serves many messages.
                 for _ in 1..DISPATCH_BATCH {
                     let Ok(message) = incoming.try_recv() else { break };
-                    handle_incoming(&inner, &grants, &requests, message, &mut out).await;
+                    handle_incoming(&inner, &mut cache, &grants, &requests, message, &mut out);
                 }
             }
         }
-        route_outputs(&inner, out).await;
+        route_outputs(&inner, &mut cache, out).await;
     }
     debug!(service = %inner.name, "dispatcher stopped");
 }
 
-async fn handle_incoming(
+/// The subscription channels matching the most recent topic. A stream of
+/// messages on one topic, the common case, then costs no lock and no
+/// filter matching per message. It keeps weak senders, so an unsubscribed
+/// channel still closes as soon as its route is removed.
+#[derive(Default)]
+struct RouteCache {
+    /// Routes generation the entry was computed at; 0 means empty, since
+    /// subscribing bumps the generation before any message can match.
+    generation: u64,
+    topic: String,
+    messages: Vec<mpsc::WeakSender<ReceivedMessage>>,
+}
+
+impl RouteCache {
+    /// Returns whether any subscription's filter matches `topic`.
+    fn matches(&mut self, inner: &Inner, topic: &str) -> bool {
+        self.refresh(inner, topic);
+        !self.messages.is_empty()
+    }
+
+    /// Returns the distinct open channels whose filter matches `topic`.
+    fn targets(&mut self, inner: &Inner, topic: &str) -> Vec<mpsc::Sender<ReceivedMessage>> {
+        self.refresh(inner, topic);
+        self.messages
+            .iter()
+            .filter_map(mpsc::WeakSender::upgrade)
+            .collect()
+    }
+
+    fn refresh(&mut self, inner: &Inner, topic: &str) {
+        let current = inner.routes_generation.load(Ordering::Acquire);
+        if current != self.generation || self.topic != topic {
+            let routes = lock(&inner.routes);
+            let matching: Vec<mpsc::Sender<ReceivedMessage>> = routes
+                .iter()
+                .filter(|route| filter_matches(&route.filter, topic))
+                .map(|route| route.messages.clone())
+                .collect();
+            self.messages = dedup_senders(matching)
+                .iter()
+                .map(mpsc::Sender::downgrade)
+                .collect();
+            // Read under the lock, so a change made after it is seen next time.
+            self.generation = inner.routes_generation.load(Ordering::Acquire);
+            topic.clone_into(&mut self.topic);
+        }
+    }
+}
+
+fn handle_incoming(
     inner: &Inner,
+    cache: &mut RouteCache,
     grants: &str,
     requests: &str,
     message: Incoming,
@@ -516,10 +579,7 @@ async fn handle_incoming(
         // Another service's control traffic, seen through a wildcard filter.
         return;
     }
-    let subscribed = lock(&inner.routes)
-        .iter()
-        .any(|route| filter_matches(&route.filter, topic));
-    if !subscribed {
+    if !cache.matches(inner, topic) {
         debug!(service = %inner.name, topic, "ignored a message on a topic no subscription matches");
         return;
     }
@@ -530,29 +590,23 @@ async fn handle_incoming(
     subscriber.handle_data(shared, topic, &message.payload, message.duplicate, out);
 }
 
-async fn route_outputs(inner: &Inner, out: Vec<Inbound>) {
+async fn route_outputs(inner: &Inner, cache: &mut RouteCache, out: Vec<Inbound>) {
     for output in out {
         match output {
             Inbound::Delivered(delivered) => {
-                let targets: Vec<mpsc::Sender<ReceivedMessage>> = lock(&inner.routes)
-                    .iter()
-                    .filter(|route| filter_matches(&route.filter, &delivered.topic))
-                    .map(|route| route.messages.clone())
-                    .collect();
-                let mut targets = dedup_senders(targets);
+                let targets = cache.targets(inner, &delivered.topic);
                 // Every target but the last gets a copy; the last gets the
                 // message itself.
-                let last = targets.pop();
-                for target in targets {
+                let Some((last, others)) = targets.split_last() else {
+                    continue;
+                };
+                for target in others {
                     if target.send(delivered.clone()).await.is_err() {
                         debug!(topic = %delivered.topic, "a subscription channel is closed");
                     }
                 }
-                if let Some(target) = last {
-                    let topic = delivered.topic.clone();
-                    if target.send(delivered).await.is_err() {
-                        debug!(%topic, "a subscription channel is closed");
-                    }
+                if let Err(closed) = last.send(delivered).await {
+                    debug!(topic = %closed.0.topic, "a subscription channel is closed");
                 }
             }
             Inbound::Rejected(rejection) => {

@@ -141,6 +141,46 @@ async fn unsubscribe_stops_delivery() {
 }
 
 #[tokio::test]
+async fn unsubscribe_closes_the_channel_and_a_new_subscription_receives() {
+    let deployment = Deployment::new();
+    let core = deployment.connect("core-command").await;
+    let device = deployment.connect("device-virtual").await;
+    let subscribe = |core: SecureMessageClient| async move {
+        let (messages_tx, messages) = mpsc::channel(16);
+        let (errors_tx, _errors) = mpsc::channel(16);
+        core.subscribe(
+            vec![TopicChannel {
+                topic: TOPIC.into(),
+                messages: messages_tx,
+            }],
+            errors_tx,
+        )
+        .await
+        .unwrap();
+        messages
+    };
+
+    let mut first = subscribe(core.clone()).await;
+    device.publish(&reading("1"), TOPIC).await.unwrap();
+    let received = tokio::time::timeout(WAIT, first.recv()).await.unwrap();
+    assert_eq!(received.unwrap().envelope.payload, b"1");
+
+    // The dispatcher remembers the channels of the last topic; that memory
+    // must neither keep the old channel open nor hide the new one.
+    core.unsubscribe(&[TOPIC]).await.unwrap();
+    let closed = tokio::time::timeout(WAIT, first.recv()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "the unsubscribed channel stayed open"
+    );
+
+    let mut second = subscribe(core.clone()).await;
+    device.publish(&reading("2"), TOPIC).await.unwrap();
+    let received = tokio::time::timeout(WAIT, second.recv()).await.unwrap();
+    assert_eq!(received.unwrap().envelope.payload, b"2");
+}
+
+#[tokio::test]
 async fn request_gets_verified_response() {
     let deployment = Deployment::new();
     let device = deployment.connect("device-virtual").await;

@@ -662,3 +662,49 @@ fn topic_audience_cache_is_bounded() {
         "one audience must share one epoch"
     );
 }
+
+#[test]
+fn publisher_rechecks_its_own_certificate_as_time_passes() {
+    let world = World::new();
+    let mut device = world.engine("device-virtual");
+    seal(&mut device, TOPIC, &reading("1"));
+    // The publisher remembers that it may publish on the topic, but only
+    // for the second it checked in.
+    world.clock.advance((LIFETIME_S + 1) * 1000);
+    let error = {
+        let Engine {
+            publisher, shared, ..
+        } = &mut device;
+        publisher.seal(shared, TOPIC, &reading("2")).unwrap_err()
+    };
+    assert!(matches!(error, AdapterError::Keyring(_)), "{error}");
+}
+
+#[test]
+fn publisher_follows_a_policy_change_between_messages() {
+    let mut world = World::new();
+    let mut device = world.engine("device-virtual");
+    let mut core = world.engine("core-data");
+    let mut app = world.engine("app-service");
+    let first = seal(&mut device, TOPIC, &reading("1"));
+    assert_eq!(delivered(&receive(&mut app, TOPIC, &first, false)).len(), 1);
+    assert_eq!(
+        delivered(&receive(&mut core, TOPIC, &first, false)).len(),
+        1
+    );
+
+    // A newer bundle revokes app-service: the cached audience and epoch of
+    // the topic must not outlive it.
+    device.shared.policy = world.revoke("app-service");
+    let second = seal(&mut device, TOPIC, &reading("2"));
+    assert!(
+        delivered(&receive(&mut app, TOPIC, &second, false)).is_empty(),
+        "a revoked subscriber read a message sealed after the policy change"
+    );
+    let to_core = receive(&mut core, TOPIC, &second, false);
+    assert_eq!(delivered(&to_core).len(), 1);
+    assert_eq!(
+        delivered(&to_core)[0].envelope.payload,
+        reading("2").payload
+    );
+}

@@ -106,13 +106,27 @@ struct LiveEpoch {
     last_answer_ms: HashMap<String, u64>,
 }
 
+/// Cached publishing state of one topic, so a stream of messages on it
+/// skips the policy lookups and the audience hashing.
+struct TopicEntry {
+    members: Vec<Member>,
+    computed_ms: u64,
+    /// Second (Unix time) in which publishing here was last authorized;
+    /// certificate validity has one-second resolution, so the result is
+    /// valid for the rest of that second under the same policy.
+    authorized_s: Option<u64>,
+    /// Epoch last used for this audience. Epoch numbers are never reused, so
+    /// a number whose epoch was dropped simply finds nothing.
+    epoch: Option<u32>,
+}
+
 /// Sealing state of one service.
 pub struct PublisherState {
     session: u64,
     next_epoch: u32,
     epochs: HashMap<u32, LiveEpoch>,
     by_audience: HashMap<Vec<Member>, u32>,
-    topic_audience: HashMap<String, (Vec<Member>, u64)>,
+    topic_audience: HashMap<String, TopicEntry>,
     cached_policy_version: u64,
     request_checks: (u64, u32),
 }
@@ -163,20 +177,66 @@ impl PublisherState {
         self.topic_audience.clear();
     }
 
-    fn audience(&mut self, shared: &Shared, topic: &str) -> Result<Vec<Member>, AdapterError> {
+    /// Returns the cache entry of `topic`, checking first, when asked, that
+    /// this identity may publish there (at most once per second), and
+    /// computing the audience when it is missing or older than
+    /// [`AUDIENCE_CACHE_TTL_MS`].
+    fn topic_entry(
+        &mut self,
+        shared: &Shared,
+        topic: &str,
+        now_ms: u64,
+        check_authorization: bool,
+    ) -> Result<&mut TopicEntry, AdapterError> {
         if self.cached_policy_version != shared.policy.version() {
             self.topic_audience.clear();
             self.cached_policy_version = shared.policy.version();
         }
-        let now_ms = shared.now_ms();
-        if let Some((members, computed_ms)) = self.topic_audience.get(topic) {
-            if now_ms.saturating_sub(*computed_ms) < AUDIENCE_CACHE_TTL_MS {
-                return Ok(members.clone());
+        let now_s = now_ms / 1000;
+        let fresh =
+            |entry: &TopicEntry| now_ms.saturating_sub(entry.computed_ms) < AUDIENCE_CACHE_TTL_MS;
+        let usable = self.topic_audience.get(topic).is_some_and(|entry| {
+            fresh(entry) && (!check_authorization || entry.authorized_s == Some(now_s))
+        });
+        if !usable {
+            // Authorization comes first, so an unauthorized publisher gets
+            // that error rather than one about the audience.
+            if check_authorization {
+                shared
+                    .policy
+                    .authorize_publisher(&shared.name, topic, now_s)?;
+            }
+            if !self.topic_audience.get(topic).is_some_and(fresh) {
+                let members = Self::audience(shared, topic, now_ms)?;
+                if self.topic_audience.len() >= MAX_CACHED_TOPICS {
+                    self.topic_audience.clear();
+                }
+                self.topic_audience.insert(
+                    topic.to_owned(),
+                    TopicEntry {
+                        members,
+                        computed_ms: now_ms,
+                        authorized_s: None,
+                        epoch: None,
+                    },
+                );
             }
         }
+        match self.topic_audience.get_mut(topic) {
+            Some(entry) => {
+                if check_authorization {
+                    entry.authorized_s = Some(now_s);
+                }
+                Ok(entry)
+            }
+            None => unreachable!("the entry was just checked or inserted"),
+        }
+    }
+
+    fn audience(shared: &Shared, topic: &str, now_ms: u64) -> Result<Vec<Member>, AdapterError> {
         let members: Vec<Member> = shared
             .policy
-            .audience(topic, shared.now_s())
+            .audience(topic, now_ms / 1000)
             .into_iter()
             .map(|certificate| Member {
                 name: certificate.name().as_str().to_owned(),
@@ -195,11 +255,6 @@ impl PublisherState {
             }
             .into());
         }
-        if self.topic_audience.len() >= MAX_CACHED_TOPICS {
-            self.topic_audience.clear();
-        }
-        self.topic_audience
-            .insert(topic.to_owned(), (members.clone(), now_ms));
         Ok(members)
     }
 
@@ -358,13 +413,24 @@ impl PublisherState {
     ) -> Result<Vec<u8>, AdapterError> {
         validate_topic(topic)?;
         let now_ms = shared.now_ms();
-        if check_authorization {
-            shared
-                .policy
-                .authorize_publisher(&shared.name, topic, now_ms / 1000)?;
-        }
-        let members = self.audience(shared, topic)?;
-        let number = self.epoch_for(shared, members, now_ms)?;
+        let cached_epoch = self
+            .topic_entry(shared, topic, now_ms, check_authorization)?
+            .epoch;
+        let number = match cached_epoch.filter(|number| {
+            self.epochs
+                .get(number)
+                .is_some_and(|epoch| Self::is_fresh(epoch, now_ms))
+        }) {
+            Some(number) => number,
+            None => {
+                let members = self.topic_audience[topic].members.clone();
+                let number = self.epoch_for(shared, members, now_ms)?;
+                if let Some(entry) = self.topic_audience.get_mut(topic) {
+                    entry.epoch = Some(number);
+                }
+                number
+            }
+        };
         let Some(epoch) = self.epochs.get_mut(&number) else {
             unreachable!("epoch_for returns a live epoch");
         };

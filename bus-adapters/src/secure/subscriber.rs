@@ -282,6 +282,15 @@ impl std::fmt::Debug for SubscriberState {
     }
 }
 
+/// A data message as it arrived, and the time it is being handled at.
+struct Arrival<'a> {
+    topic: &'a str,
+    bytes: &'a [u8],
+    redelivery: bool,
+    arrived_ms: u64,
+    now_ms: u64,
+}
+
 impl SubscriberState {
     /// Creates an empty state.
     pub fn new() -> Self {
@@ -426,10 +435,12 @@ impl SubscriberState {
         redelivery: bool,
         out: &mut Vec<Inbound>,
     ) {
-        let arrived_ms = shared.now_ms();
-        self.handle_data_at(shared, topic, bytes, redelivery, arrived_ms, out);
+        // One clock read per message serves as both arrival time and now.
+        let now_ms = shared.now_ms();
+        self.handle_data_at(shared, topic, bytes, redelivery, now_ms, now_ms, out);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_data_at(
         &mut self,
         shared: &Shared,
@@ -437,6 +448,7 @@ impl SubscriberState {
         bytes: &[u8],
         redelivery: bool,
         arrived_ms: u64,
+        now_ms: u64,
         out: &mut Vec<Inbound>,
     ) {
         let message = match parse_message(bytes) {
@@ -452,7 +464,6 @@ impl SubscriberState {
             }
         };
         let sender = message.sender;
-        let now_ms = shared.now_ms();
         if let Err(error) = shared.policy.certificate(sender, now_ms / 1000) {
             let rejection = Rejection::new(
                 topic,
@@ -500,25 +511,34 @@ impl SubscriberState {
             }
         }
 
-        self.open(shared, topic, bytes, &message, redelivery, arrived_ms, out);
+        let arrival = Arrival {
+            topic,
+            bytes,
+            redelivery,
+            arrived_ms,
+            now_ms,
+        };
+        self.open(shared, &arrival, &message, out);
         for epoch in installed {
             self.release(shared, &epoch, out);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn open(
         &mut self,
         shared: &Shared,
-        topic: &str,
-        bytes: &[u8],
+        arrival: &Arrival<'_>,
         message: &ParsedMessage<'_>,
-        redelivery: bool,
-        arrived_ms: u64,
         out: &mut Vec<Inbound>,
     ) {
+        let &Arrival {
+            topic,
+            bytes,
+            redelivery,
+            arrived_ms,
+            now_ms,
+        } = arrival;
         let sender = message.sender;
-        let now_ms = shared.now_ms();
         let route = Route {
             context: &shared.context,
             topic,
@@ -688,12 +708,14 @@ impl SubscriberState {
         self.held = waiting;
         for held in ready {
             self.held_bytes -= held.bytes.len();
+            let now_ms = shared.now_ms();
             self.handle_data_at(
                 shared,
                 &held.topic,
                 &held.bytes,
                 held.redelivery,
                 held.arrived_ms,
+                now_ms,
                 out,
             );
         }
