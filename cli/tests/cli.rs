@@ -429,6 +429,26 @@ fn bench_json_reports_every_case() {
         }
     }
     assert!(cases.iter().any(|case| case["qos"] == 1));
+    // Each case's audience is its own subscribers: a message to three
+    // recipients carries three 16-byte origin tags, and one to a single
+    // recipient none.
+    let sealed_wire = |subscribers: u64| {
+        cases
+            .iter()
+            .find(|case| {
+                case["mode"] == "sealed"
+                    && case["broker"] == "redis"
+                    && case["subscribers"] == subscribers
+            })
+            .unwrap()["wire_bytes_per_msg"]
+            .as_f64()
+            .unwrap()
+    };
+    let extra = sealed_wire(3) - sealed_wire(1);
+    assert!(
+        (48.0..56.0).contains(&extra),
+        "3 recipients add {extra} bytes per message, expected 48 plus grants"
+    );
     let sealed = cases.iter().find(|case| case["mode"] == "sealed").unwrap();
     assert!(sealed["throughput_ratio"].as_f64().is_some(), "{sealed}");
     let memory: Value = serde_json::from_str(
@@ -441,6 +461,29 @@ fn bench_json_reports_every_case() {
     assert_eq!(memory["publishers"], 20);
     assert_eq!(memory["delivered"], 200);
     assert_eq!(memory["senders_tracked"], 20);
+}
+
+#[test]
+fn bench_pin_runs_or_says_why_not() {
+    let output = sealbus(&[
+        "bench",
+        "--pin",
+        "--messages",
+        "100",
+        "--json",
+        "--memory-publishers",
+        "0",
+    ]);
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus >= 2 {
+        assert_success(&output, "bench --pin");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(stdout.lines().count(), 12, "{stdout}");
+    } else {
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--pin needs at least 2 CPUs"), "{stderr}");
+    }
 }
 
 #[test]

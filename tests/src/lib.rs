@@ -151,6 +151,11 @@ impl BrokerProcess {
         self.port
     }
 
+    /// Returns the process id while the broker runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Returns the sealbus URL of this broker.
     pub fn url(&self) -> String {
         match self.kind {

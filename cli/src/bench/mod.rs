@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use rand_core::OsRng;
-use sealbus_integration::{BrokerKind, BrokerProcess};
+use sealbus_integration::{find_binary, BrokerKind, BrokerProcess};
 use sealbus_keyring::{CertificateAuthority, Identity, ServiceName, StaticSecret};
 use serde::Serialize;
 
@@ -57,9 +57,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub chart: Option<PathBuf>,
     /// Runs of each case; the run with the median throughput is reported,
-    /// which steadies results on a shared machine.
+    /// which steadies results on a shared machine. Plaintext and sealed
+    /// runs of a case alternate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=15))]
     pub rounds: u32,
+    /// Pin the brokers the bench starts to CPU 0 and every worker to CPU 1
+    /// (Linux with taskset and at least 2 CPUs). Without it the kernel
+    /// places the processes anew in every run, and throughput follows that
+    /// placement more than anything sealing does.
+    #[arg(long)]
+    pub pin: bool,
     /// Distinct publishers for the subscriber memory measurement; 0 skips it.
     #[arg(long, default_value_t = 1000)]
     pub memory_publishers: usize,
@@ -96,7 +103,8 @@ pub struct CaseResult {
     /// Messages a subscriber received more than once.
     pub duplicates: u64,
     /// Sealed/plaintext throughput of the same broker, QoS and subscriber
-    /// count (sealed cases only).
+    /// count (sealed cases only): the median over rounds of the ratio
+    /// within each round's pair of runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throughput_ratio: Option<f64>,
     /// Sealed minus plaintext wire bytes per message (sealed cases only).
@@ -129,12 +137,16 @@ impl Keys {
             vec!["bench/#".to_owned()],
             vec![],
         )];
+        // Subscriber i may read the topics of every case with i or more
+        // subscribers, so the audience of a case, and the origin tags each
+        // message carries, match the subscribers the case runs.
         for index in 1..=subscribers {
-            specs.push((
-                format!("bench-subscriber-{index}"),
-                vec![],
-                vec!["bench/#".to_owned()],
-            ));
+            let filters = SUBSCRIBER_COUNTS
+                .iter()
+                .filter(|&&count| count >= index)
+                .map(|count| format!("bench/{count}/#"))
+                .collect();
+            specs.push((format!("bench-subscriber-{index}"), vec![], filters));
         }
         for (name, publish, subscribe) in specs {
             let secret = StaticSecret::generate(&mut OsRng);
@@ -192,64 +204,82 @@ pub async fn run(args: &BenchArgs) -> CliResult {
     if args.messages == 0 {
         return Err(CliError::message("--messages must be at least 1"));
     }
-    let (_mosquitto, mqtt_url) = start_broker(BrokerKind::Mosquitto, &args.mqtt_url)?;
-    let (_redis, redis_url) = start_broker(BrokerKind::Redis, &args.redis_url)?;
+    let (mosquitto, mqtt_url) = start_broker(BrokerKind::Mosquitto, &args.mqtt_url)?;
+    let (redis, redis_url) = start_broker(BrokerKind::Redis, &args.redis_url)?;
+    if args.pin {
+        check_pinning()?;
+        for broker in [&mosquitto, &redis].into_iter().flatten() {
+            pin_broker(broker)?;
+        }
+        if (args.mqtt_url.is_some() || args.redis_url.is_some()) && !args.json {
+            eprintln!(
+                "--pin: brokers given by URL are not pinned; the workers run on CPU {WORKER_CPU}"
+            );
+        }
+    }
     let keys = Keys::create(*SUBSCRIBER_COUNTS.iter().max().unwrap_or(&1))?;
     let executable =
         std::env::current_exe().map_err(|error| CliError::context("current executable", error))?;
 
-    let mut cases = Vec::new();
     let separator = if mqtt_url.contains('?') { '&' } else { '?' };
+    let mut results: Vec<CaseResult> = Vec::new();
+    let mut index = 0;
     for (broker, qos, url) in [
         ("mqtt", 0u8, format!("{mqtt_url}{separator}Qos=0")),
         ("mqtt", 1u8, format!("{mqtt_url}{separator}Qos=1")),
         ("redis", 0u8, redis_url.clone()),
     ] {
         for subscribers in SUBSCRIBER_COUNTS {
-            for mode in [Mode::Plain, Mode::Sealed] {
-                cases.push(Case {
-                    broker,
-                    qos,
-                    url: url.clone(),
-                    subscribers,
-                    mode,
-                });
+            let case = |mode| Case {
+                broker,
+                qos,
+                url: url.clone(),
+                subscribers,
+                mode,
+            };
+            let (plain, sealed) = (case(Mode::Plain), case(Mode::Sealed));
+            if !args.json {
+                eprintln!(
+                    "running {broker} QoS {qos} with {subscribers} subscriber(s), plain and sealed in turn: {} messages each, {} round(s)",
+                    args.messages, args.rounds
+                );
+            }
+            // Plain and sealed alternate round by round, so a change in the
+            // machine's load during the pair affects both alike.
+            let (mut plain_rounds, mut sealed_rounds) = (Vec::new(), Vec::new());
+            for round in 0..args.rounds {
+                for (case, rounds) in [(&plain, &mut plain_rounds), (&sealed, &mut sealed_rounds)] {
+                    let topic = format!("bench/{subscribers}/case-{index}-{round}/reading");
+                    index += 1;
+                    rounds.push(run_case(&executable, &keys, case, &topic, args)?);
+                }
+            }
+            // The ratio is the median of the ratios of each round's pair,
+            // which a load change between rounds cannot skew the way it
+            // skews a ratio of two medians.
+            let mut ratios: Vec<f64> = plain_rounds
+                .iter()
+                .zip(&sealed_rounds)
+                .map(|(plain, sealed)| sealed.msgs_per_s / plain.msgs_per_s.max(f64::MIN_POSITIVE))
+                .collect();
+            if !args.json {
+                let by_round: Vec<String> =
+                    ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+                eprintln!("  sealed/plain by round: {}", by_round.join(" "));
+            }
+            ratios.sort_by(f64::total_cmp);
+            let plain_result = median_round(plain_rounds);
+            let mut sealed_result = median_round(sealed_rounds);
+            sealed_result.throughput_ratio = Some(ratios[ratios.len() / 2]);
+            sealed_result.wire_overhead_bytes =
+                Some(sealed_result.wire_bytes_per_msg - plain_result.wire_bytes_per_msg);
+            for result in [plain_result, sealed_result] {
+                if args.json {
+                    println!("{}", serde_json::to_string(&result).unwrap_or_default());
+                }
+                results.push(result);
             }
         }
-    }
-
-    let mut results: Vec<CaseResult> = Vec::new();
-    for (index, case) in cases.iter().enumerate() {
-        if !args.json {
-            eprintln!(
-                "running {} QoS {} with {} subscriber(s), {:?}: {} messages",
-                case.broker, case.qos, case.subscribers, case.mode, args.messages
-            );
-        }
-        let mut rounds = Vec::new();
-        for round in 0..args.rounds {
-            let topic = format!("bench/case-{index}-{round}/reading");
-            rounds.push(run_case(&executable, &keys, case, &topic, args)?);
-        }
-        rounds.sort_by(|left, right| left.msgs_per_s.total_cmp(&right.msgs_per_s));
-        let mut result = rounds.swap_remove(rounds.len() / 2);
-        if case.mode == Mode::Sealed {
-            if let Some(plain) = results.iter().find(|plain| {
-                plain.mode == Mode::Plain
-                    && plain.broker == case.broker
-                    && plain.qos == case.qos
-                    && plain.subscribers == case.subscribers
-            }) {
-                result.throughput_ratio =
-                    Some(result.msgs_per_s / plain.msgs_per_s.max(f64::MIN_POSITIVE));
-                result.wire_overhead_bytes =
-                    Some(result.wire_bytes_per_msg - plain.wire_bytes_per_msg);
-            }
-        }
-        if args.json {
-            println!("{}", serde_json::to_string(&result).unwrap_or_default());
-        }
-        results.push(result);
     }
 
     let memory = if args.memory_publishers > 0 {
@@ -275,6 +305,51 @@ pub async fn run(args: &BenchArgs) -> CliResult {
     Ok(0)
 }
 
+/// CPU that `--pin` gives the brokers the bench starts.
+const BROKER_CPU: &str = "0";
+
+/// CPU that `--pin` gives every worker process.
+const WORKER_CPU: &str = "1";
+
+/// Returns the taskset executable, found where [`check_pinning`] found it.
+fn taskset() -> PathBuf {
+    find_binary("taskset").unwrap_or_else(|| PathBuf::from("taskset"))
+}
+
+/// Checks that `--pin` can work here: taskset present and two CPUs usable.
+fn check_pinning() -> Result<(), CliError> {
+    if find_binary("taskset").is_none() {
+        return Err(CliError::message(
+            "--pin needs taskset (util-linux), which was not found; install it or run without --pin",
+        ));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    if cpus < 2 {
+        return Err(CliError::message(format!(
+            "--pin needs at least 2 CPUs, and this process may use {cpus}; run without --pin"
+        )));
+    }
+    Ok(())
+}
+
+/// Moves every thread of a started broker to [`BROKER_CPU`].
+fn pin_broker(broker: &BrokerProcess) -> Result<(), CliError> {
+    let pid = broker
+        .pid()
+        .ok_or_else(|| CliError::message("--pin: a broker the bench started is not running"))?;
+    let status = Command::new(taskset())
+        .args(["-a", "-p", "-c", BROKER_CPU, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|error| CliError::context("--pin: failed to run taskset", error))?;
+    if !status.success() {
+        return Err(CliError::message(format!(
+            "--pin: taskset could not move broker process {pid} to CPU {BROKER_CPU} ({status}); run without --pin"
+        )));
+    }
+    Ok(())
+}
+
 fn worker_command(
     executable: &Path,
     case: &Case,
@@ -283,7 +358,13 @@ fn worker_command(
     role: &str,
     result: &Path,
 ) -> Command {
-    let mut command = Command::new(executable);
+    let mut command = if args.pin {
+        let mut pinned = Command::new(taskset());
+        pinned.args(["-c", WORKER_CPU]).arg(executable);
+        pinned
+    } else {
+        Command::new(executable)
+    };
     command
         .arg("bench-worker")
         .args(["--role", role, "--url", &case.url, "--topic", topic])
@@ -420,6 +501,12 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     }
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// Returns the round with the median throughput.
+fn median_round(mut rounds: Vec<CaseResult>) -> CaseResult {
+    rounds.sort_by(|left, right| left.msgs_per_s.total_cmp(&right.msgs_per_s));
+    rounds.swap_remove(rounds.len() / 2)
 }
 
 fn summarize(
