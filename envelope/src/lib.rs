@@ -39,6 +39,7 @@ mod keys;
 pub mod limits;
 pub mod message;
 mod noise_dh;
+mod origin;
 pub mod receiver;
 pub mod replay;
 

@@ -60,8 +60,8 @@ pub const MAX_CLOCK_SKEW_MS: u64 = 30_000;
 /// replay state (after a restart or an eviction).
 pub const MAX_MESSAGE_AGE_MS: u64 = 120_000;
 
-/// Length of an origin tag in bytes: keyed BLAKE2s with its output length
-/// parameter set to 16, which differs from a truncated 32-byte output.
+/// Length of an origin tag in bytes: HMAC-SHA-256 cut to its first 16
+/// bytes, 128 bits against forgery by another member of the audience.
 pub const ORIGIN_TAG_LEN: usize = 16;
 
 /// Length of the ChaCha20-Poly1305 authentication tag in bytes.

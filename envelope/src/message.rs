@@ -3,17 +3,13 @@
 //!
 //! The body is encrypted once with the epoch's audience key
 //! (ChaCha20-Poly1305). When the audience has two or more recipients, each
-//! gets a 16-byte origin tag: keyed BLAKE2s under its own origin key over a
-//! BLAKE2s-256 digest of the associated data and the whole ciphertext. A
-//! co-subscriber holds the audience key but not the others' origin keys, so
-//! it cannot forge a message that another subscriber accepts. With a single
-//! recipient the audience key is itself known only to the publisher and that
-//! recipient, so the AEAD tag already proves the origin and no origin tag is
-//! sent.
-
-use blake2::digest::consts::U16;
-use blake2::digest::{FixedOutput, KeyInit, Update};
-use blake2::{Blake2s256, Blake2sMac, Digest};
+//! gets a 16-byte origin tag: HMAC-SHA-256 under its own origin key, cut to
+//! 16 bytes, over a SHA-256 digest of the associated data and the whole
+//! ciphertext (see `origin.rs`). A co-subscriber has the audience key but
+//! not the others' origin keys, so it cannot forge a message that another
+//! subscriber accepts. With a single recipient the audience key is itself
+//! known only to the publisher and that recipient, so the AEAD tag already
+//! proves the origin and no origin tag is sent.
 
 use crate::aead::AudienceCipher;
 use crate::codec::{Reader, Writer};
@@ -24,6 +20,7 @@ use crate::limits::{
     AEAD_TAG_LEN, MAGIC, MAX_CONTEXT_LEN, MAX_INLINE_GRANTS, MAX_RECIPIENTS, MAX_SEALED_SIZE,
     MAX_SEQUENCE, MAX_TOPIC_LEN, ORIGIN_TAG_LEN, WIRE_VERSION,
 };
+use crate::origin::{origin_digest, OriginKey};
 use crate::{check_name, KIND_DATA};
 
 /// Flag bit: a grants section follows the origin tags.
@@ -124,21 +121,6 @@ pub fn origin_tag_count(audience_size: u16) -> usize {
     }
 }
 
-fn origin_digest(associated_data: &[u8], ciphertext: &[u8]) -> [u8; 32] {
-    let mut hasher = Blake2s256::new();
-    Digest::update(&mut hasher, associated_data);
-    Digest::update(&mut hasher, ciphertext);
-    hasher.finalize().into()
-}
-
-fn origin_tag(key: &SymmetricKey, digest: &[u8; 32]) -> [u8; ORIGIN_TAG_LEN] {
-    // A 32-byte key is always a valid BLAKE2s key.
-    let mut mac = <Blake2sMac<U16> as KeyInit>::new_from_slice(key.expose_secret())
-        .expect("32-byte BLAKE2s key");
-    Update::update(&mut mac, digest);
-    mac.finalize_fixed().into()
-}
-
 /// The sending side of one epoch: the audience key, every recipient's
 /// origin key, and the next sequence number.
 pub struct SendingEpoch {
@@ -146,7 +128,7 @@ pub struct SendingEpoch {
     session: u64,
     epoch: u32,
     cipher: AudienceCipher,
-    origin_keys: Vec<SymmetricKey>,
+    origin_keys: Vec<OriginKey>,
     next_sequence: u64,
 }
 
@@ -200,7 +182,7 @@ impl SendingEpoch {
             session,
             epoch,
             cipher: AudienceCipher::new(audience_key),
-            origin_keys,
+            origin_keys: origin_keys.iter().map(OriginKey::new).collect(),
             next_sequence: 0,
         })
     }
@@ -329,7 +311,7 @@ impl SendingEpoch {
         if tag_count > 0 {
             let digest = origin_digest(associated_data.as_slice(), &out[header_end..]);
             for key in &self.origin_keys {
-                out.extend_from_slice(&origin_tag(key, &digest));
+                out.extend_from_slice(&key.tag(&digest));
             }
         }
 
@@ -444,6 +426,7 @@ impl ParsedMessage<'_> {
         &self,
         route: &Route<'_>,
         cipher: &AudienceCipher,
+        origin_key: &OriginKey,
         keys: &EpochKeys,
     ) -> Result<MessageEnvelope, EnvelopeError> {
         route.check()?;
@@ -463,10 +446,8 @@ impl ParsedMessage<'_> {
         if origin_tag_count(self.audience_size) > 0 {
             let slot = usize::from(keys.slot);
             let received = &self.tags[slot * ORIGIN_TAG_LEN..(slot + 1) * ORIGIN_TAG_LEN];
-            let expected = origin_tag(
-                &keys.origin_key,
-                &origin_digest(associated_data.as_slice(), self.ciphertext),
-            );
+            let expected =
+                origin_key.tag(&origin_digest(associated_data.as_slice(), self.ciphertext));
             if !bool::from(subtle::ConstantTimeEq::ct_eq(received, expected.as_slice())) {
                 return Err(AuthError::new(AuthFailure::OriginTag).into());
             }

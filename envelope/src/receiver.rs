@@ -16,6 +16,7 @@ use crate::edgex::MessageEnvelope;
 use crate::error::EnvelopeError;
 use crate::keys::EpochKeys;
 use crate::message::{ParsedMessage, Route};
+use crate::origin::OriginKey;
 use crate::replay::{ReplayWindow, WindowRejection};
 
 /// Maximum number of senders whose state a receiver keeps. The least
@@ -29,6 +30,7 @@ pub const MAX_EPOCHS_PER_SENDER: usize = 64;
 struct ReceivingEpoch {
     keys: EpochKeys,
     cipher: AudienceCipher,
+    origin_key: OriginKey,
     window: ReplayWindow,
 }
 
@@ -238,11 +240,13 @@ impl Receiver {
             }
         }
         let cipher = AudienceCipher::new(&keys.audience_key);
+        let origin_key = OriginKey::new(&keys.origin_key);
         state.epochs.insert(
             epoch,
             ReceivingEpoch {
                 keys,
                 cipher,
+                origin_key,
                 window: ReplayWindow::new(),
             },
         );
@@ -325,7 +329,12 @@ impl Receiver {
             .window
             .check(message.sequence)
             .map_err(|rejection| Self::window_error(message, rejection, options.redelivery))?;
-        let envelope = message.decrypt(&options.route, &epoch.cipher, &epoch.keys)?;
+        let envelope = message.decrypt(
+            &options.route,
+            &epoch.cipher,
+            &epoch.origin_key,
+            &epoch.keys,
+        )?;
         Ok(Opened {
             sender: message.sender.to_owned(),
             session: message.session,
