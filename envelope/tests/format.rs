@@ -366,8 +366,8 @@ fn generated_vectors() -> Value {
     let unusual = json!({
         "name": "response with an empty payload, error code -129 and a 200-byte parameter",
         "kind": "data",
-        "sender": "core-command", "session": 43, "epoch": 2, "sequence": 5,
-        "timestamp_ms": 1_733_300_001_000u64, "context": "mqtt",
+        "sender": "core-command", "session": 42, "epoch": 8, "sequence": 5,
+        "timestamp_ms": 1_733_300_000_900u64, "context": "mqtt",
         "topic": response.received_topic.clone(),
         "audience_key": hex32(0xA2), "origin_keys": [hex32(0xB4), hex32(0xB5)], "recipient_slot": 1,
         "envelope": serde_json::to_value(&response).unwrap(),

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha20Rng;
 use sealbus_envelope::{EpochKeys, Receiver, Route, SendingEpoch, StaticKeypair, SymmetricKey};
 use sealbus_keyring::{CaPublicKey, CertificateAuthority, StaticSecret};
 
-/// The receiver's clock in Unix milliseconds: one second after the newest
+/// The receiver's clock in Unix milliseconds: one millisecond after the newest
 /// timestamp of the known-answer vectors (1733300000999), so their messages
 /// and their grant request are well inside the envelope's age and skew
 /// bounds.
@@ -64,9 +64,10 @@ pub struct Channel {
 }
 
 /// The data channels of the known-answer vectors: a reading to one
-/// recipient over MQTT, and a command request to three recipients over
-/// Redis, received in the last slot.
-pub const CHANNELS: [Channel; 2] = [
+/// recipient over MQTT, a command request to three recipients over Redis,
+/// received in the last slot, and an error response to two recipients over
+/// MQTT in another epoch of the same session, received in the last slot.
+pub const CHANNELS: [Channel; 3] = [
     Channel {
         sender: "device-virtual",
         session: 1_733_300_000_000_000,
@@ -89,6 +90,18 @@ pub const CHANNELS: [Channel; 2] = [
         route: Route {
             context: "redis:plant-1",
             topic: "edgex/device/command/request/device-virtual/Random-Integer-Device",
+        },
+    },
+    Channel {
+        sender: "core-command",
+        session: 42,
+        epoch: 8,
+        audience_key_byte: 0xa2,
+        origin_key_bytes: &[0xb4, 0xb5],
+        slot: 1,
+        route: Route {
+            context: "mqtt",
+            topic: "edgex/response/core-command/9f8e7d6c-5b4a-4392-8190-a1b2c3d4e5f6",
         },
     },
 ];
