@@ -113,6 +113,56 @@ async fn overlapping_filters_deliver_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlap_changes_mid_stream_deliver_each_message_once() {
+    const MESSAGES: u32 = 3000;
+    let broker = Broker::redis();
+    let (transport, mut received) = Transport::connect(&config_for(&broker)).await.unwrap();
+    transport
+        .subscribe(&filters(&["s/x", "s/#"]))
+        .await
+        .unwrap();
+    let (publisher, _unused) = Transport::connect(&config_for(&broker)).await.unwrap();
+    let stream = tokio::spawn(async move {
+        for index in 0..MESSAGES {
+            publisher
+                .publish("s/x", Bytes::from(index.to_be_bytes().to_vec()))
+                .await
+                .unwrap();
+        }
+    });
+
+    // While the stream runs, drop the exact channel and add it back: Redis
+    // sends one copy or two depending on when it applies each change.
+    let mut counts = vec![0u32; MESSAGES as usize];
+    let mut total = 0;
+    while counts.contains(&0) {
+        let message = next_message(&mut received).await;
+        let index = u32::from_be_bytes(message.payload[..].try_into().unwrap());
+        counts[index as usize] += 1;
+        total += 1;
+        if total == 500 {
+            transport.unsubscribe(&filters(&["s/x"])).await.unwrap();
+        }
+        if total == 1500 {
+            transport.subscribe(&filters(&["s/x"])).await.unwrap();
+        }
+    }
+    stream.await.unwrap();
+    let repeated: Vec<usize> = (0..counts.len())
+        .filter(|&index| counts[index] > 1)
+        .collect();
+    assert!(
+        repeated.is_empty(),
+        "delivered more than once: {repeated:?}"
+    );
+    let late = tokio::time::timeout(std::time::Duration::from_millis(300), received.recv()).await;
+    assert!(
+        late.is_err(),
+        "an extra copy arrived after the stream: {late:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_subscription_is_error() {
     let broker = Broker::redis();
     // Redis 7 channel permissions: the default user may use only `allowed/*`.

@@ -85,22 +85,12 @@ impl RedisSubscriptions {
             patterns: self.patterns.difference(&other.patterns).cloned().collect(),
         }
     }
-
-    /// Returns how many copies of one message published on `channel` Redis
-    /// sends to this connection: one per matching channel or pattern.
-    pub(super) fn copies_for(&self, channel: &str) -> usize {
-        let exact = usize::from(self.channels.contains(channel));
-        let by_pattern = self
-            .patterns
-            .iter()
-            .filter(|pattern| glob_matches(pattern.as_bytes(), channel.as_bytes()))
-            .count();
-        exact + by_pattern
-    }
 }
 
 /// Matches Redis glob patterns as this module writes them: `*` and
-/// backslash-escaped literals. Any other byte matches itself.
+/// backslash-escaped literals. Any other byte matches itself. Tests use it
+/// to check that every pattern covers its MQTT filter.
+#[cfg(test)]
 fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     let (mut pattern_index, mut text_index) = (0, 0);
     // Where to resume after the last `*` when a later literal does not match.
@@ -136,37 +126,54 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     pattern[pattern_index..].iter().all(|&byte| byte == b'*')
 }
 
+/// Subscription of the connection that a Redis message arrived through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum CopySource {
+    /// A `SUBSCRIBE` to the exact channel.
+    Channel,
+    /// A `PSUBSCRIBE` to this pattern.
+    Pattern(String),
+}
+
 /// Recognizes the extra copies Redis sends when one message matches several
 /// subscriptions of the same connection.
 ///
 /// Redis writes all copies of one `PUBLISH` to a subscriber back to back,
-/// because it handles the command in one step. The tracker remembers the
-/// last delivered message and skips that many identical successors.
+/// one per matching subscription, because it handles the command in one
+/// step. A message equal to the previous one that arrives through a
+/// subscription the previous copies did not use is therefore an extra copy.
+/// The same bytes through a subscription already seen are a new
+/// publication, such as a replay, which the security layer must judge.
+/// Deciding by source instead of by the subscription table stays right
+/// while a (P)SUBSCRIBE or (P)UNSUBSCRIBE is in flight, when the table and
+/// the copies Redis sends disagree for a moment.
 #[derive(Default)]
 pub(super) struct CopyTracker {
-    last: Option<(String, Bytes)>,
-    extra_copies_left: usize,
+    channel: String,
+    payload: Bytes,
+    sources: Vec<CopySource>,
 }
 
 impl CopyTracker {
-    /// Returns true when the message is an extra copy to skip.
-    pub(super) fn is_extra_copy(&mut self, channel: &str, payload: &Bytes) -> bool {
-        if self.extra_copies_left > 0 {
-            if let Some((last_channel, last_payload)) = &self.last {
-                if last_channel == channel && last_payload == payload {
-                    self.extra_copies_left -= 1;
-                    return true;
-                }
-            }
+    /// Returns true when the message is an extra copy to skip; otherwise
+    /// remembers it as the latest publication.
+    pub(super) fn is_extra_copy(
+        &mut self,
+        channel: &str,
+        payload: &Bytes,
+        source: CopySource,
+    ) -> bool {
+        let same_message =
+            !self.sources.is_empty() && self.channel == channel && self.payload == *payload;
+        if same_message && !self.sources.contains(&source) {
+            self.sources.push(source);
+            return true;
         }
-        self.extra_copies_left = 0;
+        channel.clone_into(&mut self.channel);
+        self.payload = payload.clone();
+        self.sources.clear();
+        self.sources.push(source);
         false
-    }
-
-    /// Records a delivered message that Redis sends `copies` times.
-    pub(super) fn delivered(&mut self, channel: &str, payload: &Bytes, copies: usize) {
-        self.extra_copies_left = copies.saturating_sub(1);
-        self.last = (self.extra_copies_left > 0).then(|| (channel.to_owned(), payload.clone()));
     }
 }
 
@@ -232,20 +239,6 @@ mod tests {
     }
 
     #[test]
-    fn copies_count_channel_and_patterns() {
-        let filters: Vec<String> = ["a/b", "a/+", "a/#", "c"]
-            .iter()
-            .map(|f| f.to_string())
-            .collect();
-        let subscriptions = RedisSubscriptions::for_filters(&filters);
-        assert_eq!(subscriptions.copies_for("a/b"), 3);
-        assert_eq!(subscriptions.copies_for("a/z"), 2);
-        assert_eq!(subscriptions.copies_for("a"), 1);
-        assert_eq!(subscriptions.copies_for("c"), 1);
-        assert_eq!(subscriptions.copies_for("d"), 0);
-    }
-
-    #[test]
     fn difference_lists_missing_entries() {
         let old: Vec<String> = vec!["a".into(), "b/#".into()];
         let new: Vec<String> = vec!["a".into(), "c".into(), "d/+".into()];
@@ -255,28 +248,56 @@ mod tests {
         assert_eq!(added.patterns.into_iter().collect::<Vec<_>>(), vec!["d/*"]);
     }
 
-    #[test]
-    fn copy_tracker_skips_adjacent_copies_only() {
-        let mut tracker = CopyTracker::default();
-        let payload = Bytes::from_static(b"p");
-        assert!(!tracker.is_extra_copy("a/b", &payload));
-        tracker.delivered("a/b", &payload, 3);
-        assert!(tracker.is_extra_copy("a/b", &payload));
-        assert!(tracker.is_extra_copy("a/b", &payload));
-        // All copies seen: the same bytes again are a new message.
-        assert!(!tracker.is_extra_copy("a/b", &payload));
-        tracker.delivered("a/b", &payload, 1);
-        assert!(!tracker.is_extra_copy("a/b", &payload));
+    fn pattern_source(pattern: &str) -> CopySource {
+        CopySource::Pattern(pattern.to_owned())
     }
 
     #[test]
-    fn copy_tracker_resets_on_other_message() {
+    fn copy_tracker_skips_copies_through_other_subscriptions() {
+        let mut tracker = CopyTracker::default();
+        let payload = Bytes::from_static(b"p");
+        assert!(!tracker.is_extra_copy("a/b", &payload, CopySource::Channel));
+        assert!(tracker.is_extra_copy("a/b", &payload, pattern_source("a/*")));
+        assert!(tracker.is_extra_copy("a/b", &payload, pattern_source("a*")));
+        // The same bytes through a subscription already seen are published
+        // again, so they are delivered, and their copies skipped again.
+        assert!(!tracker.is_extra_copy("a/b", &payload, CopySource::Channel));
+        assert!(tracker.is_extra_copy("a/b", &payload, pattern_source("a*")));
+    }
+
+    #[test]
+    fn copy_tracker_keeps_other_messages() {
         let mut tracker = CopyTracker::default();
         let first = Bytes::from_static(b"1");
         let second = Bytes::from_static(b"2");
-        tracker.delivered("t", &first, 2);
-        assert!(!tracker.is_extra_copy("t", &second));
-        tracker.delivered("t", &second, 1);
-        assert!(!tracker.is_extra_copy("t", &first));
+        assert!(!tracker.is_extra_copy("t", &first, CopySource::Channel));
+        assert!(!tracker.is_extra_copy("t", &second, pattern_source("*")));
+        assert!(!tracker.is_extra_copy("u", &second, CopySource::Channel));
+        assert!(!tracker.is_extra_copy("t", &first, pattern_source("*")));
+    }
+
+    #[test]
+    fn copy_tracker_follows_subscription_changes_in_flight() {
+        // An exact channel is dropped while a pattern stays: messages
+        // published before Redis applied the UNSUBSCRIBE come twice, later
+        // ones once. Then the channel is added back.
+        let stream: [(&[u8], CopySource); 7] = [
+            (b"1", CopySource::Channel),
+            (b"1", pattern_source("t*")),
+            (b"2", CopySource::Channel),
+            (b"2", pattern_source("t*")),
+            (b"3", pattern_source("t*")),
+            (b"4", pattern_source("t*")),
+            (b"4", CopySource::Channel),
+        ];
+        let mut tracker = CopyTracker::default();
+        let delivered: Vec<&[u8]> = stream
+            .iter()
+            .filter(|(payload, source)| {
+                !tracker.is_extra_copy("t", &Bytes::copy_from_slice(payload), source.clone())
+            })
+            .map(|(payload, _)| *payload)
+            .collect();
+        assert_eq!(delivered, [b"1", b"2", b"3", b"4"]);
     }
 }

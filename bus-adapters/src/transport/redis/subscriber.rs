@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 
-use super::channels::{CopyTracker, RedisSubscriptions};
+use super::channels::{CopySource, CopyTracker, RedisSubscriptions};
 use super::publish_command_size;
 use crate::error::AdapterError;
 use crate::transport::delivery::{Backoff, Delivery, DropCounter, IncomingSender};
@@ -355,11 +355,14 @@ impl SubscriberTask {
             return;
         };
 
-        if self.copies.is_extra_copy(&topic, &payload) {
+        let source = if message.from_pattern() {
+            CopySource::Pattern(message.get_pattern::<String>().unwrap_or_default())
+        } else {
+            CopySource::Channel
+        };
+        if self.copies.is_extra_copy(&topic, &payload, source) {
             return;
         }
-        let copies = self.active.copies_for(&topic);
-        self.copies.delivered(&topic, &payload, copies);
 
         // Patterns can match more than the MQTT filters, see the channels module.
         if !self
