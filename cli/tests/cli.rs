@@ -464,6 +464,16 @@ fn bench_json_reports_every_case() {
 }
 
 #[test]
+fn bench_rejects_zero_messages_and_rounds() {
+    for option in ["--messages=0", "--rounds=0", "--rounds=16"] {
+        let output = sealbus(&["bench", option]);
+        assert_eq!(output.status.code(), Some(2), "{option}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("invalid value"), "{option}: {stderr}");
+    }
+}
+
+#[test]
 fn bench_pin_runs_or_says_why_not() {
     let output = sealbus(&[
         "bench",

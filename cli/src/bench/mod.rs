@@ -37,8 +37,8 @@ const SUBSCRIBER_COUNTS: [usize; 2] = [1, 3];
 /// Arguments of `sealbus bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Messages per case.
-    #[arg(long, default_value_t = 100_000)]
+    /// Messages per case, at least 1.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub messages: u64,
     /// Payload size in bytes (the first 16 carry the send time and index).
     #[arg(long, default_value_t = 256)]
@@ -56,9 +56,9 @@ pub struct BenchArgs {
     /// Write an SVG chart of throughput by case, plaintext next to sealed.
     #[arg(long, value_name = "FILE")]
     pub chart: Option<PathBuf>,
-    /// Runs of each case; the run with the median throughput is reported,
-    /// which steadies results on a shared machine. Plaintext and sealed
-    /// runs of a case alternate.
+    /// Runs of each case, 1 to 15; the run with the median throughput is
+    /// reported, which steadies results on a shared machine. Plaintext and
+    /// sealed runs of a case alternate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=15))]
     pub rounds: u32,
     /// Pin the brokers the bench starts to CPU 0 and every worker to CPU 1
@@ -201,9 +201,6 @@ fn start_broker(
 
 /// Runs `sealbus bench`.
 pub async fn run(args: &BenchArgs) -> CliResult {
-    if args.messages == 0 {
-        return Err(CliError::message("--messages must be at least 1"));
-    }
     let (mosquitto, mqtt_url) = start_broker(BrokerKind::Mosquitto, &args.mqtt_url)?;
     let (redis, redis_url) = start_broker(BrokerKind::Redis, &args.redis_url)?;
     if args.pin {

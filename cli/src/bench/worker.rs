@@ -127,6 +127,10 @@ pub fn now_ns() -> u64 {
 /// from `/proc/self/task/*/schedstat`, falling back to `/proc/self/stat`
 /// (10 ms resolution).
 pub fn process_cpu_ns() -> u64 {
+    // The kernel adds a running thread's time to schedstat only at a tick
+    // or a switch, so a short run could read no change at all. Sleeping
+    // switches this thread out first; the others are idle at this point.
+    std::thread::sleep(std::time::Duration::from_millis(1));
     let from_schedstat = std::fs::read_dir("/proc/self/task").ok().map(|tasks| {
         tasks
             .filter_map(|task| task.ok())
