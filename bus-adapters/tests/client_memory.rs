@@ -141,7 +141,7 @@ async fn unsubscribe_stops_delivery() {
 }
 
 #[tokio::test]
-async fn unsubscribe_closes_the_channel_and_a_new_subscription_receives() {
+async fn unsubscribe_closes_channel_resubscribe_receives() {
     let deployment = Deployment::new();
     let core = deployment.connect("core-command").await;
     let device = deployment.connect("device-virtual").await;

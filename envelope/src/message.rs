@@ -456,3 +456,121 @@ impl ParsedMessage<'_> {
         Ok(MessageEnvelope::decode_body(plaintext, route.topic)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receiver::{OpenOptions, Receiver};
+
+    const NOW_MS: u64 = 1_780_000_000_000;
+    const ROUTE: Route<'static> = Route {
+        context: "mqtt",
+        topic: "edgex/events/device/x",
+    };
+
+    fn epoch_and_receiver() -> (SendingEpoch, Receiver) {
+        let audience_key = SymmetricKey::from_bytes([7; 32]);
+        let origin_key = SymmetricKey::from_bytes([8; 32]);
+        let epoch =
+            SendingEpoch::new("device-x", 1, 1, &audience_key, vec![origin_key.clone()]).unwrap();
+        let mut receiver = Receiver::new();
+        let keys = EpochKeys {
+            audience_key,
+            origin_key,
+            slot: 0,
+            audience_size: 1,
+        };
+        receiver.install("device-x", 1, 1, keys).unwrap();
+        (epoch, receiver)
+    }
+
+    /// Seals `body` byte for byte under the epoch's real keys, so it passes
+    /// authentication and reaches the body decoder.
+    fn seal_raw_body(epoch: &mut SendingEpoch, body: &[u8]) -> Vec<u8> {
+        let template = MessageEnvelope::new(Vec::new(), "c", "text/plain");
+        let options = SealOptions {
+            route: ROUTE,
+            timestamp_ms: NOW_MS,
+            grants: &[],
+        };
+        let sealed = epoch.seal(&template, &options).unwrap();
+        let parsed = parse_message(&sealed).unwrap();
+
+        // The template's header with the ciphertext length of `body`.
+        let mut header = parsed.header[..parsed.header.len() - 4].to_vec();
+        header.put_u32((body.len() + AEAD_TAG_LEN) as u32);
+        let associated_data = ROUTE.associated_data(&header);
+        let mut ciphertext = body.to_vec();
+        let tag = epoch.cipher.seal(
+            parsed.epoch,
+            parsed.sequence,
+            associated_data.as_slice(),
+            &mut ciphertext,
+        );
+        [header, ciphertext, tag.to_vec()].concat()
+    }
+
+    fn open(receiver: &Receiver, bytes: &[u8]) -> Result<MessageEnvelope, EnvelopeError> {
+        let options = OpenOptions {
+            route: ROUTE,
+            now_ms: NOW_MS,
+            redelivery: false,
+        };
+        let parsed = parse_message(bytes)?;
+        receiver
+            .open(&parsed, &options)
+            .map(|opened| opened.envelope)
+    }
+
+    #[test]
+    fn authentic_malformed_bodies_never_open() {
+        // A valid body of version 2: flags, apiVersion "v3", empty
+        // correlationID, requestID, error code 0, contentType "t", no
+        // parameters, payload "p".
+        let valid: &[u8] = b"\x02\x00\x02v3\x00\x00\x00\x01t\x00p";
+        let cases: [(&str, Vec<u8>, Malformed); 6] = [
+            (
+                "other body version",
+                [b"\x01", &valid[1..]].concat(),
+                Malformed::UnsupportedVersion(1),
+            ),
+            (
+                "reserved flag bit",
+                [b"\x02\x02", &valid[2..]].concat(),
+                Malformed::ReservedFlags(0x02),
+            ),
+            (
+                "null flag with payload bytes",
+                [b"\x02\x01", &valid[2..]].concat(),
+                Malformed::OutOfRange("payload null flag"),
+            ),
+            (
+                "length in a longer varint than needed",
+                [b"\x02\x00\x82\x00v3", &valid[5..]].concat(),
+                Malformed::OutOfRange("apiVersion"),
+            ),
+            (
+                "field over its limit",
+                [b"\x02\x00\x81\x20".as_slice(), &[b'v'; 4097], &valid[5..]].concat(),
+                Malformed::OutOfRange("apiVersion"),
+            ),
+            (
+                "invalid UTF-8",
+                [b"\x02\x00\x02\xff\xfe", &valid[5..]].concat(),
+                Malformed::InvalidUtf8("apiVersion"),
+            ),
+        ];
+
+        let (mut epoch, receiver) = epoch_and_receiver();
+        let control = seal_raw_body(&mut epoch, valid);
+        assert_eq!(open(&receiver, &control).unwrap().payload, b"p");
+        for (name, body, expected) in cases {
+            let sealed = seal_raw_body(&mut epoch, &body);
+            assert_eq!(
+                open(&receiver, &sealed),
+                Err(EnvelopeError::Malformed(expected)),
+                "{name}"
+            );
+        }
+    }
+}

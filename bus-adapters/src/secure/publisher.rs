@@ -111,8 +111,8 @@ struct LiveEpoch {
 struct TopicEntry {
     members: Vec<Member>,
     computed_ms: u64,
-    /// Second (Unix time) in which publishing here was last authorized;
-    /// certificate validity has one-second resolution, so the result is
+    /// Second (Unix time) in which publishing here was last authorized.
+    /// Certificate validity has one-second resolution, so the result stays
     /// valid for the rest of that second under the same policy.
     authorized_s: Option<u64>,
     /// Epoch last used for this audience. Epoch numbers are never reused, so

@@ -437,20 +437,23 @@ impl SubscriberState {
     ) {
         // One clock read per message serves as both arrival time and now.
         let now_ms = shared.now_ms();
-        self.handle_data_at(shared, topic, bytes, redelivery, now_ms, now_ms, out);
+        let arrival = Arrival {
+            topic,
+            bytes,
+            redelivery,
+            arrived_ms: now_ms,
+            now_ms,
+        };
+        self.handle_data_at(shared, &arrival, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn handle_data_at(
-        &mut self,
-        shared: &Shared,
-        topic: &str,
-        bytes: &[u8],
-        redelivery: bool,
-        arrived_ms: u64,
-        now_ms: u64,
-        out: &mut Vec<Inbound>,
-    ) {
+    fn handle_data_at(&mut self, shared: &Shared, arrival: &Arrival<'_>, out: &mut Vec<Inbound>) {
+        let &Arrival {
+            topic,
+            bytes,
+            now_ms,
+            ..
+        } = arrival;
         let message = match parse_message(bytes) {
             Ok(message) => message,
             Err(error) => {
@@ -511,14 +514,7 @@ impl SubscriberState {
             }
         }
 
-        let arrival = Arrival {
-            topic,
-            bytes,
-            redelivery,
-            arrived_ms,
-            now_ms,
-        };
-        self.open(shared, &arrival, &message, out);
+        self.open(shared, arrival, &message, out);
         for epoch in installed {
             self.release(shared, &epoch, out);
         }
@@ -706,18 +702,17 @@ impl SubscriberState {
         let (ready, waiting): (VecDeque<HeldMessage>, VecDeque<HeldMessage>) =
             self.held.drain(..).partition(|held| &held.epoch == epoch);
         self.held = waiting;
+        let now_ms = shared.now_ms();
         for held in ready {
             self.held_bytes -= held.bytes.len();
-            let now_ms = shared.now_ms();
-            self.handle_data_at(
-                shared,
-                &held.topic,
-                &held.bytes,
-                held.redelivery,
-                held.arrived_ms,
+            let arrival = Arrival {
+                topic: &held.topic,
+                bytes: &held.bytes,
+                redelivery: held.redelivery,
+                arrived_ms: held.arrived_ms,
                 now_ms,
-                out,
-            );
+            };
+            self.handle_data_at(shared, &arrival, out);
         }
     }
 

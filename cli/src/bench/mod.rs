@@ -241,35 +241,8 @@ pub async fn run(args: &BenchArgs) -> CliResult {
                     args.messages, args.rounds
                 );
             }
-            // Plain and sealed alternate round by round, so a change in the
-            // machine's load during the pair affects both alike.
-            let (mut plain_rounds, mut sealed_rounds) = (Vec::new(), Vec::new());
-            for round in 0..args.rounds {
-                for (case, rounds) in [(&plain, &mut plain_rounds), (&sealed, &mut sealed_rounds)] {
-                    let topic = format!("bench/{subscribers}/case-{index}-{round}/reading");
-                    index += 1;
-                    rounds.push(run_case(&executable, &keys, case, &topic, args)?);
-                }
-            }
-            // The ratio is the median of the ratios of each round's pair,
-            // which a load change between rounds cannot skew the way it
-            // skews a ratio of two medians.
-            let mut ratios: Vec<f64> = plain_rounds
-                .iter()
-                .zip(&sealed_rounds)
-                .map(|(plain, sealed)| sealed.msgs_per_s / plain.msgs_per_s.max(f64::MIN_POSITIVE))
-                .collect();
-            if !args.json {
-                let by_round: Vec<String> =
-                    ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
-                eprintln!("  sealed/plain by round: {}", by_round.join(" "));
-            }
-            ratios.sort_by(f64::total_cmp);
-            let plain_result = median_round(plain_rounds);
-            let mut sealed_result = median_round(sealed_rounds);
-            sealed_result.throughput_ratio = Some(ratios[ratios.len() / 2]);
-            sealed_result.wire_overhead_bytes =
-                Some(sealed_result.wire_bytes_per_msg - plain_result.wire_bytes_per_msg);
+            let (plain_result, sealed_result) =
+                run_pair(&executable, &keys, [&plain, &sealed], &mut index, args)?;
             for result in [plain_result, sealed_result] {
                 if args.json {
                     println!("{}", serde_json::to_string(&result).unwrap_or_default());
@@ -498,6 +471,47 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     }
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index.min(sorted.len() - 1)]
+}
+
+/// Runs the plaintext and the sealed case of one broker, QoS and subscriber
+/// count `args.rounds` times each, and returns each mode's median run. The
+/// sealed result carries the throughput ratio and the wire overhead.
+fn run_pair(
+    executable: &Path,
+    keys: &Keys,
+    [plain, sealed]: [&Case; 2],
+    index: &mut usize,
+    args: &BenchArgs,
+) -> Result<(CaseResult, CaseResult), CliError> {
+    // Plain and sealed alternate round by round, so a change in the
+    // machine's load during the pair affects both alike.
+    let (mut plain_rounds, mut sealed_rounds) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for (case, rounds) in [(plain, &mut plain_rounds), (sealed, &mut sealed_rounds)] {
+            let topic = format!("bench/{}/case-{index}-{round}/reading", case.subscribers);
+            *index += 1;
+            rounds.push(run_case(executable, keys, case, &topic, args)?);
+        }
+    }
+    // The ratio is the median of the ratios of each round's pair, which a
+    // load change between rounds cannot skew the way it skews a ratio of
+    // two medians.
+    let mut ratios: Vec<f64> = plain_rounds
+        .iter()
+        .zip(&sealed_rounds)
+        .map(|(plain, sealed)| sealed.msgs_per_s / plain.msgs_per_s.max(f64::MIN_POSITIVE))
+        .collect();
+    if !args.json {
+        let by_round: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+        eprintln!("  sealed/plain by round: {}", by_round.join(" "));
+    }
+    ratios.sort_by(f64::total_cmp);
+    let plain_result = median_round(plain_rounds);
+    let mut sealed_result = median_round(sealed_rounds);
+    sealed_result.throughput_ratio = Some(ratios[ratios.len() / 2]);
+    sealed_result.wire_overhead_bytes =
+        Some(sealed_result.wire_bytes_per_msg - plain_result.wire_bytes_per_msg);
+    Ok((plain_result, sealed_result))
 }
 
 /// Returns the round with the median throughput.
